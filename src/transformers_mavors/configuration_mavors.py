@@ -1,0 +1,197 @@
+"""Configurations of Mavors: the vision tower (IVE + IFA) and the full vision-language model."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# Qwen2.5-7B, the language model of Mavors-7B (SPEC §2).
+QWEN2_5_7B_TEXT_DEFAULTS = {
+    "vocab_size": 152064,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+    "tie_word_embeddings": False,
+}
+
+IFA_POSITION_MODES = ("chunk", "token")
+
+# Qwen2.5's vision special tokens, in the order Qwen's vocabulary lists them. Builders that start from a
+# tokenizer lacking them add them in this order, so the model and the processor agree on the ids.
+VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+IMAGE_TOKEN = "<|image_pad|>"
+VIDEO_TOKEN = "<|video_pad|>"
+
+
+def add_vision_special_tokens(tokenizer) -> int:
+    """Add the missing entries of `VISION_SPECIAL_TOKENS` to `tokenizer` (in place); returns how many were added."""
+    vocab = tokenizer.get_vocab()
+    missing = [token for token in VISION_SPECIAL_TOKENS if token not in vocab]
+    if missing:
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+        )
+    return len(missing)
+
+
+def num_visual_tokens(grid_thw, spatial_merge_size: int = 2) -> int:
+    """Number of visual tokens (= placeholder tokens in the text) one grid row produces.
+
+    A row is `(t, h, w)`: `t` chunks (videos) or 1 (an image piece) of `h x w` patches. Each chunk is pooled
+    with a `spatial_merge_size x spatial_merge_size` average (2x2 in the paper), so it yields
+    `(h / s) * (w / s)` tokens. The processor (placeholder expansion) and the model (feature split) both
+    call this function, so the two can never disagree.
+    """
+    t, h, w = (int(v) for v in grid_thw)
+    if h % spatial_merge_size or w % spatial_merge_size:
+        raise ValueError(
+            f"patch grid {h}x{w} must have sides divisible by spatial_merge_size={spatial_merge_size}"
+        )
+    return t * (h // spatial_merge_size) * (w // spatial_merge_size)
+
+
+@strict
+class MavorsVisionConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`MavorsVisionModel`]: the Intra-chunk Vision Encoder (a SigLIP ViT whose patch embedding
+    is a 3D convolution over `frames_per_chunk` frames) and the Inter-chunk Feature Aggregator (a small causal
+    transformer with chunk-level rotary positions, C-RoPE). The defaults are Mavors-7B's
+    (SigLIP-so400m-patch14-384, 16-frame chunks, 3 IFA layers).
+
+    Field names up to `attention_dropout` follow `SiglipVisionConfig`, so a SigLIP config maps onto this one.
+
+    Args:
+        frames_per_chunk (`int`, *optional*, defaults to 16):
+            F, the number of consecutive frames a chunk holds and the temporal kernel/stride of the 3D patch
+            embedding.
+        spatial_merge_size (`int`, *optional*, defaults to 2):
+            Side of the average pooling window applied to each chunk's patch grid (2x2 in the paper).
+        ifa_num_hidden_layers (`int`, *optional*, defaults to 3):
+            L_inter, the number of causal transformer layers of the aggregator. 0 disables the aggregator.
+        ifa_num_attention_heads (`int`, *optional*, defaults to 16):
+            Attention heads of each aggregator layer.
+        ifa_intermediate_size (`int`, *optional*, defaults to 4304):
+            MLP width of each aggregator layer.
+        ifa_rope_theta (`float`, *optional*, defaults to 10000.0):
+            Base of the aggregator's rotary embedding.
+        ifa_position_mode (`str`, *optional*, defaults to `"chunk"`):
+            `"chunk"` gives every token of a chunk its chunk's timestamp position (C-RoPE, eq. 4); `"token"`
+            gives each token its index in the concatenated sequence (standard RoPE, the paper's ablation).
+        vision_chunk_batch_size (`int`, *optional*, defaults to 16):
+            How many chunks (or image pieces) the ViT encodes at once. Bounds activation memory on long videos.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation used to initialise the aggregator's linear layers.
+    """
+
+    model_type = "mavors_vision"
+    base_config_key = "vision_config"
+
+    hidden_size: int = 1152
+    intermediate_size: int = 4304
+    num_hidden_layers: int = 27
+    num_attention_heads: int = 16
+    num_channels: int = 3
+    image_size: int = 384
+    patch_size: int = 14
+    hidden_act: str = "gelu_pytorch_tanh"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float | int = 0.0
+    frames_per_chunk: int = 16
+    spatial_merge_size: int = 2
+    ifa_num_hidden_layers: int = 3
+    ifa_num_attention_heads: int = 16
+    ifa_intermediate_size: int = 4304
+    ifa_rope_theta: float | int = 10000.0
+    ifa_position_mode: str = "chunk"
+    vision_chunk_batch_size: int = 16
+    initializer_range: float = 0.02
+
+    def validate_architecture(self):
+        """Part of `@strict` validation: reject sizes the model cannot be built with."""
+        for name in (
+            "frames_per_chunk",
+            "spatial_merge_size",
+            "patch_size",
+            "image_size",
+            "vision_chunk_batch_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ifa_num_hidden_layers < 0:
+            raise ValueError(f"ifa_num_hidden_layers must be >= 0, got {self.ifa_num_hidden_layers}")
+        if self.ifa_position_mode not in IFA_POSITION_MODES:
+            raise ValueError(
+                f"ifa_position_mode must be one of {IFA_POSITION_MODES}, got {self.ifa_position_mode!r}"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.ifa_num_hidden_layers and (self.hidden_size // self.ifa_num_attention_heads) % 2:
+            raise ValueError(
+                f"the aggregator's head dim hidden_size/ifa_num_attention_heads = "
+                f"{self.hidden_size}/{self.ifa_num_attention_heads} must be an even integer for rotary embeddings"
+            )
+        if self.ifa_num_hidden_layers and self.hidden_size % self.ifa_num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by ifa_num_attention_heads "
+                f"({self.ifa_num_attention_heads})"
+            )
+
+
+@strict
+class MavorsConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`MavorsModel`] / [`MavorsForConditionalGeneration`].
+
+    Args:
+        vision_config (`MavorsVisionConfig` or `dict`, *optional*):
+            The vision tower (IVE + IFA). Defaults to Mavors-7B's.
+        text_config (`Qwen2Config` or `dict`, *optional*):
+            The language model, a Qwen2 architecture. Defaults to Qwen2.5-7B's sizes.
+        image_token_id (`int`, *optional*, defaults to 151655):
+            Id of `<|image_pad|>`, the placeholder replaced by image features.
+        video_token_id (`int`, *optional*, defaults to 151656):
+            Id of `<|video_pad|>`, the placeholder replaced by video features.
+        projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation between the two linear layers of the MLP projector.
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`):
+            Whether the LM head shares the input embedding matrix.
+    """
+
+    model_type = "mavors"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="qwen2", init_kwargs=QWEN2_5_7B_TEXT_DEFAULTS
+        ),
+        "vision_config": MavorsVisionConfig,
+    }
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    text_config: dict | PreTrainedConfig | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    image_token_id: int = 151655
+    video_token_id: int = 151656
+    projector_hidden_act: str = "gelu"
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # Qwen2 checkpoints record weight tying on the text config; honour it at the top level too.
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+
+
+__all__ = [
+    "MavorsVisionConfig",
+    "MavorsConfig",
+    "num_visual_tokens",
+    "add_vision_special_tokens",
+    "VISION_SPECIAL_TOKENS",
+    "IMAGE_TOKEN",
+    "VIDEO_TOKEN",
+]

@@ -1,0 +1,733 @@
+"""Mavors: multi-granularity video representation for a multimodal LLM (arXiv 2504.10068).
+
+Reading order, small blocks first:
+
+- `MavorsVisionEmbeddings`: eq. 1, the 3D patch embedding over chunks of F frames (scaled by 1/F), plus
+  SigLIP's absolute position embedding resized to the chunk's patch grid (eq. 7).
+- SigLIP encoder layers (transformers' own `SiglipEncoder`) and post-layernorm, then 2x2 average pooling.
+- `MavorsAggregator`: the Inter-chunk Feature Aggregator, causal transformer layers whose rotary positions
+  are chunk timestamps (C-RoPE, eqs. 2-6).
+- `MavorsVisionModel`: the two encoders over packed, variable-resolution inputs.
+- `MavorsModel`: vision model -> MLP projector -> Qwen2 language model, visual features replacing placeholder
+  tokens.
+- `MavorsForConditionalGeneration`: `MavorsModel` + LM head + generation.
+
+Packed inputs (SPEC §7): `pixel_values_videos` is `(sum of patches, C*F*p*p)`, one row per patch, chunks one
+after another, and within a chunk patches in row-major order of its `h x w` patch grid; a row holds the
+patch's values in `(C, F, p, p)` order. Images (`pixel_values`) are the same with one frame: `(C, p, p)`.
+`grid_thw` rows are `(chunks, h, w)` (videos) or `(1, h, w)` (image pieces).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+from transformers.models.siglip.modeling_siglip import SiglipEncoder, eager_attention_forward
+from transformers.utils import can_return_tuple, logging
+
+from .configuration_mavors import MavorsConfig, MavorsVisionConfig, num_visual_tokens
+
+logger = logging.get_logger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------
+# Intra-chunk Vision Encoder (IVE)
+# ------------------------------------------------------------------------------------------------
+
+
+class MavorsVisionEmbeddings(nn.Module):
+    """3D patch embedding (eq. 1) and resized SigLIP position embedding (eq. 7).
+
+    `patch_embedding` is a `Conv3d` with kernel = stride = (F, p, p). Its weight is stored as the SigLIP 2D
+    kernel replicated F times, and the convolution output is divided by F (eq. 1); the bias is not divided. A
+    chunk of F identical frames therefore embeds exactly like SigLIP embeds that frame. An image (one frame)
+    uses the temporal mean of the kernel, which is the same computation at 1/F of the cost.
+    """
+
+    def __init__(self, config: MavorsVisionConfig):
+        super().__init__()
+        self.config = config
+        self.frames_per_chunk = config.frames_per_chunk
+        self.patch_size = config.patch_size
+        self.patch_embedding = nn.Conv3d(
+            config.num_channels,
+            config.hidden_size,
+            kernel_size=(config.frames_per_chunk, config.patch_size, config.patch_size),
+            stride=(config.frames_per_chunk, config.patch_size, config.patch_size),
+        )
+        self.grid_side = config.image_size // config.patch_size  # P_v: patches per side at pretraining
+        self.position_embedding = nn.Embedding(self.grid_side**2, config.hidden_size)
+
+    def patch_kernel(self, num_frames: int) -> torch.Tensor:
+        """The kernel as a `(d, C*frames*p*p)` matrix, 1/F scale included, for rows of `num_frames` frames."""
+        weight = self.patch_embedding.weight  # (d, C, F, p, p)
+        if num_frames == self.frames_per_chunk:
+            return weight.flatten(1) / self.frames_per_chunk
+        if num_frames == 1:
+            # one frame standing for all F temporal positions: sum_t W_t x / F = mean_t(W_t) x
+            return weight.mean(dim=2).flatten(1)
+        raise ValueError(
+            f"patch rows must hold 1 or frames_per_chunk={self.frames_per_chunk} frames, got {num_frames}"
+        )
+
+    def position_embeddings(self, height: int, width: int) -> torch.Tensor:
+        """eq. 7: SigLIP's learned `P_v x P_v` grid resampled to `height x width` patches -> `(h*w, d)`."""
+        table = self.position_embedding.weight
+        if height == width == self.grid_side:
+            return table
+        grid = table.reshape(1, self.grid_side, self.grid_side, -1).permute(0, 3, 1, 2)
+        # the same bicubic resampling as SiglipVisionEmbeddings.interpolate_pos_encoding
+        grid = F.interpolate(grid.float(), size=(height, width), mode="bicubic", align_corners=False)
+        return grid.to(table.dtype).permute(0, 2, 3, 1).reshape(height * width, -1)
+
+    def forward(self, pixel_rows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """`(chunks, h*w, C*frames*p*p)` patch rows of chunks sharing one grid -> `(chunks, h*w, d)`."""
+        num_frames = pixel_rows.shape[-1] // (self.config.num_channels * self.patch_size**2)
+        kernel = self.patch_kernel(num_frames)
+        # eq. 1: F_i = Conv(C_i) / F, computed as a matmul on pre-cut patches: (chunks, n_V, d)
+        embeddings = F.linear(pixel_rows.to(kernel.dtype), kernel, self.patch_embedding.bias)
+        return embeddings + self.position_embeddings(height, width)
+
+
+# ------------------------------------------------------------------------------------------------
+# Inter-chunk Feature Aggregator (IFA) with chunk-level RoPE
+# ------------------------------------------------------------------------------------------------
+
+
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin tables `(batch, seq, head_dim)` for integer `positions` `(batch, seq)` (standard RoPE form)."""
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    )
+    angles = positions.float()[..., None] * inv_freq  # (batch, seq, head_dim / 2)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+class MavorsAggregatorAttention(nn.Module):
+    """Causal self-attention whose rotary angle depends on the chunk distance only (eq. 4)."""
+
+    def __init__(self, config: MavorsVisionConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.ifa_num_attention_heads
+        self.head_dim = config.hidden_size // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.is_causal = True
+        self.num_key_value_groups = 1
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj.zero_init = True
+
+    def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        batch, seq, _ = hidden_states.shape
+        shape = (batch, seq, self.num_heads, self.head_dim)
+        # eq. 3: Q, K, V = Linear(chi) -> (batch, heads, seq, head_dim)
+        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        # eq. 4: q_l R_{pos(l) - pos(l')} k_l'^T, pos = chunk position id of the token
+        query, key = apply_rotary_pos_emb(query, key, cos, sin)
+
+        implementation = self.config._attn_implementation or "sdpa"
+        attention_mask = None
+        if implementation not in ("sdpa",) and "flash" not in implementation:
+            # eager (and anything without a native causal flag) gets the token-level causal mask explicitly
+            attention_mask = torch.full(
+                (seq, seq), torch.finfo(query.dtype).min, dtype=query.dtype, device=query.device
+            )
+            attention_mask = attention_mask.triu(1)[None, None]
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            implementation, eager_attention_forward
+        )
+        # eqs. 5-6: softmax(SDP) V under the token-level causal mask
+        attn_output, _ = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            is_causal=True,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+        )
+        return self.o_proj(attn_output.reshape(batch, seq, -1))
+
+
+class MavorsAggregatorMLP(nn.Module):
+    def __init__(self, config: MavorsVisionConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.ifa_intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.ifa_intermediate_size, config.hidden_size)
+        self.fc2.zero_init = True
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class MavorsAggregatorLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer layer (eqs. 3-6). Output projections start at zero, so a fresh layer is identity."""
+
+    def __init__(self, config: MavorsVisionConfig):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = MavorsAggregatorAttention(config)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MavorsAggregatorMLP(config)
+
+    def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), cos, sin)
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+
+class MavorsAggregator(nn.Module):
+    """L_inter causal layers over one item's concatenated chunk tokens (eq. 2: chi^(0) = Concat(H_1..c_V))."""
+
+    def __init__(self, config: MavorsVisionConfig):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(
+            [MavorsAggregatorLayer(config) for _ in range(config.ifa_num_hidden_layers)]
+        )
+
+    def forward(self, hidden_states: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """`(batch, seq, d)` token sequences with rotary positions `(batch, seq)` -> `(batch, seq, d)`."""
+        head_dim = self.config.hidden_size // self.config.ifa_num_attention_heads
+        cos, sin = rotary_cos_sin(position_ids, head_dim, self.config.ifa_rope_theta, hidden_states.dtype)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, cos, sin)
+        return hidden_states
+
+
+# ------------------------------------------------------------------------------------------------
+# Pretrained model base
+# ------------------------------------------------------------------------------------------------
+
+
+class MavorsPreTrainedModel(PreTrainedModel):
+    config: MavorsConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "video", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SiglipEncoderLayer", "MavorsAggregatorLayer", "Qwen2DecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if getattr(module, "zero_init", False):
+            # residual-branch outputs of the aggregator start at zero: a fresh aggregator passes the pooled
+            # SigLIP features through unchanged (transformers only calls this on modules holding parameters)
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+
+
+def _group_by(keys: list) -> dict:
+    groups: dict = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    return groups
+
+
+class MavorsVisionModel(MavorsPreTrainedModel):
+    """Intra-chunk Vision Encoder + Inter-chunk Feature Aggregator over packed images and videos."""
+
+    config: MavorsVisionConfig
+    base_model_prefix = "vision_model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "video")
+    _no_split_modules = ["SiglipEncoderLayer", "MavorsAggregatorLayer"]
+
+    def __init__(self, config: MavorsVisionConfig):
+        super().__init__(config)
+        self.embeddings = MavorsVisionEmbeddings(config)
+        self.encoder = SiglipEncoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.aggregator = MavorsAggregator(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embedding
+
+    def encode_chunks(self, pixel_rows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """IVE on chunks sharing one grid: `(chunks, h*w, row)` -> pooled `(chunks, h*w/s^2, d)`.
+
+        Chunks go through the ViT `vision_chunk_batch_size` at a time, so activation memory is bounded by the
+        micro-batch, whatever the video length.
+        """
+        s = self.config.spatial_merge_size
+        pooled = []
+        for batch in pixel_rows.split(self.config.vision_chunk_batch_size):
+            hidden = self.embeddings(batch, height, width)  # eq. 1 + eq. 7: (b, n_V, d)
+            hidden = self.encoder(inputs_embeds=hidden).last_hidden_state  # ViT: (b, n_V, d)
+            hidden = self.post_layernorm(hidden)
+            # 2x2 average pooling on the row-major patch grid: (b, n_V, d) -> (b, n_V / 4, d)
+            hidden = hidden.unflatten(1, (height // s, s, width // s, s)).mean(dim=(2, 4)).flatten(1, 2)
+            pooled.append(hidden)
+        return torch.cat(pooled) if len(pooled) > 1 else pooled[0]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        grid_thw: torch.LongTensor,
+        chunk_positions: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(sum of patches, C*frames*p*p)`):
+                Packed patch rows (see module docstring); `frames` is `frames_per_chunk` (videos) or 1 (images).
+            grid_thw (`torch.LongTensor` of shape `(items, 3)`):
+                `(chunks, h_patches, w_patches)` of every video, or `(1, h, w)` of every image piece.
+            chunk_positions (`torch.LongTensor` of shape `(sum of chunks,)`, *optional*):
+                C-RoPE position id of every chunk, from its first frame's timestamp on the original timeline.
+                Defaults to `0, 1, 2, ...` within each item (contiguous chunks).
+
+        Returns:
+            `BaseModelOutputWithPooling` whose `last_hidden_state` is `(sum of tokens, d_V)`: the aggregator output of
+            every item, in input order, `(h/2)*(w/2)` tokens per chunk in row-major order of the pooled grid.
+        """
+        config = self.config
+        if not torch.is_floating_point(pixel_values):
+            raise TypeError(f"pixel values must be a floating point tensor, got dtype {pixel_values.dtype}")
+        patch_values = config.num_channels * config.patch_size**2
+        if pixel_values.ndim != 2 or pixel_values.shape[1] not in (
+            patch_values,
+            patch_values * config.frames_per_chunk,
+        ):
+            raise ValueError(
+                f"pixel values must be (patches, {patch_values}) for images or "
+                f"(patches, {patch_values * config.frames_per_chunk}) for chunks of frames_per_chunk="
+                f"{config.frames_per_chunk} frames, got shape {tuple(pixel_values.shape)}; the processor's "
+                "frames_per_chunk and patch_size must match the model's"
+            )
+        grid = [tuple(int(v) for v in row) for row in grid_thw.tolist()]
+        patches_per_item = [t * h * w for t, h, w in grid]
+        if sum(patches_per_item) != pixel_values.shape[0]:
+            raise ValueError(
+                f"grid_thw describes {sum(patches_per_item)} patches but pixel values have {pixel_values.shape[0]} rows"
+            )
+        for t, h, w in grid:
+            num_visual_tokens((t, h, w), config.spatial_merge_size)  # validates even sides
+        chunks_per_item = [t for t, _, _ in grid]
+        if chunk_positions is None:
+            chunk_positions = torch.cat([torch.arange(t) for t in chunks_per_item]).to(pixel_values.device)
+        elif chunk_positions.numel() != sum(chunks_per_item):
+            raise ValueError(
+                f"chunk positions hold {chunk_positions.numel()} entries but grid_thw describes {sum(chunks_per_item)} chunks"
+            )
+
+        # IVE, items sharing a patch grid batched together: (t*h*w, row) -> (t, h*w/4, d) per item
+        items = pixel_values.split(patches_per_item)
+        pooled: list[torch.Tensor | None] = [None] * len(grid)
+        for (h, w), members in _group_by([(h, w) for _, h, w in grid]).items():
+            rows = [items[i].view(grid[i][0], h * w, -1) for i in members]
+            encoded = self.encode_chunks(torch.cat(rows) if len(rows) > 1 else rows[0], h, w)
+            for i, features in zip(members, encoded.split([grid[i][0] for i in members]), strict=False):
+                pooled[i] = features
+
+        # IFA per item (a video, or one image piece), items of equal length batched: (L, d) each
+        positions = chunk_positions.split(chunks_per_item)
+        sequences = [features.flatten(0, 1) for features in pooled]
+        outputs: list[torch.Tensor | None] = [None] * len(grid)
+        if config.ifa_num_hidden_layers == 0:
+            outputs = sequences
+        else:
+            for length, members in _group_by([seq.shape[0] for seq in sequences]).items():
+                batch = torch.stack([sequences[i] for i in members])
+                if config.ifa_position_mode == "chunk":
+                    # C-RoPE: every token of chunk i carries chunk i's position id
+                    tokens_per_chunk = [pooled[i].shape[1] for i in members]
+                    ids = torch.stack(
+                        [
+                            positions[i].repeat_interleave(n)
+                            for i, n in zip(members, tokens_per_chunk, strict=False)
+                        ]
+                    )
+                else:
+                    ids = torch.arange(length, device=batch.device).expand(len(members), -1)
+                for i, out in zip(members, self.aggregator(batch, ids.to(batch.device)), strict=False):
+                    outputs[i] = out
+        return BaseModelOutputWithPooling(last_hidden_state=torch.cat(outputs))
+
+    @classmethod
+    def from_siglip_pretrained(cls, siglip_dir, **overrides) -> "MavorsVisionModel":
+        """Build the vision tower from a `SiglipVisionModel` or `SiglipModel` checkpoint (kernel inflation).
+
+        The 2D patch kernel is replicated `frames_per_chunk` times along time (the forward divides by F), the
+        position table, encoder layers and post-layernorm are copied, SigLIP's pooling head is dropped and the
+        aggregator starts as the identity. Keyword overrides must name `MavorsVisionConfig` fields; `dtype` and
+        `attn_implementation` are passed to the model.
+        """
+        from .builders import build_vision_from_siglip
+
+        return build_vision_from_siglip(cls, siglip_dir, **overrides)
+
+
+# ------------------------------------------------------------------------------------------------
+# Projector, MavorsModel, MavorsForConditionalGeneration
+# ------------------------------------------------------------------------------------------------
+
+
+class MavorsProjector(nn.Module):
+    """Two-layer MLP from the vision width d_V to the LLM width."""
+
+    def __init__(self, config: MavorsConfig):
+        super().__init__()
+        self.linear_1 = nn.Linear(config.vision_config.hidden_size, config.text_config.hidden_size)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(config.text_config.hidden_size, config.text_config.hidden_size)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(features)))
+
+
+@dataclass
+class MavorsModelOutputWithPast(ModelOutput):
+    r"""
+    Output of [`MavorsModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Last hidden states of the language model.
+        past_key_values (`Cache`, *optional*):
+            The language model's key/value cache.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of the language model layers, when requested.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights of the language model layers, when requested.
+        image_hidden_states (`torch.FloatTensor` of shape `(image tokens, hidden_size)`, *optional*):
+            Projected image features that replaced `<|image_pad|>` tokens.
+        video_hidden_states (`torch.FloatTensor` of shape `(video tokens, hidden_size)`, *optional*):
+            Projected video features that replaced `<|video_pad|>` tokens.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+    video_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class MavorsCausalLMOutputWithPast(ModelOutput):
+    r"""
+    Output of [`MavorsForConditionalGeneration`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `(1,)`, *optional*):
+            Next-token prediction loss, when `labels` are given.
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+            Prediction scores of the LM head.
+        past_key_values (`Cache`, *optional*):
+            The language model's key/value cache.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of the language model layers, when requested.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights of the language model layers, when requested.
+        image_hidden_states (`torch.FloatTensor`, *optional*):
+            Projected image features.
+        video_hidden_states (`torch.FloatTensor`, *optional*):
+            Projected video features.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+    video_hidden_states: torch.FloatTensor | None = None
+
+
+class MavorsModel(MavorsPreTrainedModel):
+    """Vision model + projector + Qwen2 language model (no LM head)."""
+
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: MavorsConfig):
+        super().__init__(config)
+        self.vision_model = MavorsVisionModel._from_config(config.vision_config)
+        self.projector = MavorsProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.language_model.set_input_embeddings(value)
+
+    def _project_per_item(self, pixel_values, grid_thw, chunk_positions=None) -> BaseModelOutputWithPooling:
+        vision_outputs = self.vision_model(pixel_values, grid_thw, chunk_positions)
+        features = self.projector(vision_outputs.last_hidden_state)
+        merge = self.config.vision_config.spatial_merge_size
+        sizes = [num_visual_tokens(row, merge) for row in grid_thw.tolist()]
+        vision_outputs.pooler_output = tuple(features.split(sizes))
+        return vision_outputs
+
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, image_grid_thw: torch.LongTensor, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Encode and project image pieces.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(sum of patches, C*p*p)`): packed image pieces.
+            image_grid_thw (`torch.LongTensor` of shape `(pieces, 3)`): `(1, h, w)` per piece, in text order.
+
+        Returns:
+            `BaseModelOutputWithPooling` with `pooler_output` a tuple of one `(tokens, hidden)` tensor per piece
+            (thumbnail or sub-image) and `last_hidden_state` the unprojected vision features.
+        """
+        return self._project_per_item(pixel_values, image_grid_thw)
+
+    @can_return_tuple
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.FloatTensor,
+        video_grid_thw: torch.LongTensor,
+        video_chunk_positions: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Encode and project videos.
+
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `(sum of patches, C*F*p*p)`): packed chunks.
+            video_grid_thw (`torch.LongTensor` of shape `(videos, 3)`): `(chunks, h, w)` per video.
+            video_chunk_positions (`torch.LongTensor` of shape `(sum of chunks,)`, *optional*): C-RoPE ids.
+
+        Returns:
+            `BaseModelOutputWithPooling` with `pooler_output` a tuple of one `(tokens, hidden)` tensor per video.
+        """
+        return self._project_per_item(pixel_values_videos, video_grid_thw, video_chunk_positions)
+
+    def get_placeholder_mask(
+        self, input_ids, inputs_embeds, token_id: int, features: torch.Tensor, name: str
+    ):
+        """Boolean mask `(batch, seq, 1)` of the placeholder tokens that `features` replace; checks the count."""
+        if input_ids is None:
+            token_embedding = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+            mask = (inputs_embeds == token_embedding).all(-1)
+        else:
+            mask = input_ids == token_id
+        num_tokens = int(mask.sum())
+        if num_tokens != features.shape[0]:
+            raise ValueError(
+                f"{name} features and {name} placeholder tokens do not match: the text has {num_tokens} placeholder "
+                f"tokens (id {token_id}) but the {name} inputs produce {features.shape[0]} features; build inputs with "
+                "MavorsProcessor so each placeholder is expanded to its token count"
+            )
+        return mask.unsqueeze(-1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        video_chunk_positions: torch.LongTensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        **kwargs,
+    ) -> MavorsModelOutputWithPast:
+        r"""
+        Args:
+            pixel_values, image_grid_thw: packed image pieces and their grids (see `get_image_features`).
+            pixel_values_videos, video_grid_thw, video_chunk_positions: packed videos (see `get_video_features`).
+            mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
+                Already encoded media, keyed `"image"` / `"video"`, as returned by `get_*_features`; `generate`
+                passes them so the vision tower runs once, in prefill.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if (pixel_values is not None or pixel_values_videos is not None) and mm_encoder_outputs:
+            raise ValueError("pass either pixel values or mm_encoder_outputs, not both")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        encoded = dict(mm_encoder_outputs or {})
+        if pixel_values is not None:
+            encoded["image"] = self.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        if pixel_values_videos is not None:
+            encoded["video"] = self.get_video_features(
+                pixel_values_videos, video_grid_thw, video_chunk_positions, return_dict=True
+            )
+
+        merged = {}
+        for modality, token_id in (
+            ("image", self.config.image_token_id),
+            ("video", self.config.video_token_id),
+        ):
+            if encoded.get(modality) is None:
+                continue
+            features = torch.cat(tuple(encoded[modality].pooler_output)).to(
+                inputs_embeds.device, inputs_embeds.dtype
+            )
+            mask = self.get_placeholder_mask(input_ids, inputs_embeds, token_id, features, modality)
+            inputs_embeds = inputs_embeds.masked_scatter(mask, features)
+            merged[modality] = features
+
+        outputs = self.language_model(
+            input_ids=None,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return MavorsModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=merged.get("image"),
+            video_hidden_states=merged.get("video"),
+        )
+
+
+class MavorsForConditionalGeneration(MavorsPreTrainedModel, GenerationMixin):
+    """Mavors with its LM head: `model(**processor(...))` and `model.generate(**processor(...))`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+
+    def __init__(self, config: MavorsConfig):
+        super().__init__(config)
+        self.model = MavorsModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module):
+        self.lm_head = value
+
+    def get_image_features(self, pixel_values, image_grid_thw, **kwargs):
+        """See [`MavorsModel.get_image_features`]."""
+        return self.model.get_image_features(pixel_values, image_grid_thw, **kwargs)
+
+    def get_video_features(self, pixel_values_videos, video_grid_thw, video_chunk_positions=None, **kwargs):
+        """See [`MavorsModel.get_video_features`]."""
+        return self.model.get_video_features(
+            pixel_values_videos, video_grid_thw, video_chunk_positions, **kwargs
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        video_chunk_positions: torch.LongTensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> MavorsCausalLMOutputWithPast:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Next-token targets; `-100` entries (prompt, padding, placeholders) are ignored.
+            logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+                Compute logits for the last `logits_to_keep` positions only (0 = all); `generate` keeps 1.
+            Other arguments: see [`MavorsModel.forward`].
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            pixel_values_videos=pixel_values_videos,
+            video_grid_thw=video_grid_thw,
+            video_chunk_positions=video_chunk_positions,
+            mm_encoder_outputs=mm_encoder_outputs,
+            return_dict=True,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return MavorsCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+            video_hidden_states=outputs.video_hidden_states,
+        )
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls, siglip_dir, qwen_dir, **overrides
+    ) -> "MavorsForConditionalGeneration":
+        """Assemble a Stage-1-ready Mavors from a SigLIP checkpoint and a Qwen2 causal-LM checkpoint.
+
+        Keyword overrides naming a `MavorsVisionConfig` field go to the vision config, ones naming a
+        `MavorsConfig` field go there; `dtype` and `attn_implementation` are loading options; anything else is a
+        `TypeError`. Placeholder ids come from the tokenizer in `qwen_dir` (vision tokens are added, and the
+        embeddings resized, if it lacks them). The projector is freshly initialised.
+        """
+        from .builders import build_model_from_vision_text
+
+        return build_model_from_vision_text(cls, siglip_dir, qwen_dir, **overrides)
+
+
+__all__ = [
+    "MavorsPreTrainedModel",
+    "MavorsVisionModel",
+    "MavorsModel",
+    "MavorsForConditionalGeneration",
+]

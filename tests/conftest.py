@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny configs, a local tokenizer, seeded random models and packed inputs."""
+
+import pytest
+import torch
+
+from transformers_mavors import MavorsForConditionalGeneration, num_visual_tokens
+from transformers_mavors.testing_utils import build_tiny_tokenizer, tiny_mavors_config, tiny_vision_config
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture
+def vision_config():
+    return tiny_vision_config()
+
+
+@pytest.fixture
+def config(tokenizer):
+    return tiny_mavors_config(tokenizer)
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
+    """Fill every parameter with seeded noise (fresh aggregators are the identity by design; tests need more)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=generator) * std
+            param.copy_(1.0 + noise if "norm" in name and name.endswith("weight") else noise)
+    return module
+
+
+@pytest.fixture
+def model(config):
+    torch.manual_seed(0)
+    return randomize_(MavorsForConditionalGeneration(config)).eval()
+
+
+def pack_frames(frames: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Reference packing of `(T, C, H, W)` frames, T = 1 (image) or F (one chunk), into `(h*w, C*T*p*p)` rows.
+
+    Row-major over the patch grid, values in (C, T, p, p) order, as SPEC §7 and the model docstring state.
+    """
+    t, c, height, width = frames.shape
+    h, w = height // patch_size, width // patch_size
+    patches = frames.reshape(t, c, h, patch_size, w, patch_size)
+    return patches.permute(2, 4, 1, 0, 3, 5).reshape(h * w, c * t * patch_size * patch_size)
+
+
+def video_inputs(
+    num_chunks: int, h: int, w: int, frames_per_chunk: int = 4, patch_size: int = 14, seed: int = 0
+):
+    """Random packed video: `(pixel_values_videos, video_grid_thw)` for one video of `num_chunks` chunks."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randn(num_chunks * h * w, 3 * frames_per_chunk * patch_size**2, generator=generator)
+    return rows, torch.tensor([[num_chunks, h, w]])
+
+
+def image_inputs(grids: list[tuple[int, int]], patch_size: int = 14, seed: int = 0):
+    """Random packed image pieces of the given `(h, w)` patch grids."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randn(sum(h * w for h, w in grids), 3 * patch_size**2, generator=generator)
+    return rows, torch.tensor([[1, h, w] for h, w in grids])
+
+
+def prompt_ids(config, tokenizer, text_before: str, token_id: int, count: int, text_after: str) -> list[int]:
+    """Token ids of `text_before <|vision_start|> placeholder*count <|vision_end|> text_after`."""
+    start, end = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|vision_end|>"])
+    before = tokenizer(text_before)["input_ids"]
+    after = tokenizer(text_after)["input_ids"]
+    return before + [start] + [token_id] * count + [end] + after
+
+
+def tokens_for(grid_thw: torch.Tensor) -> int:
+    return sum(num_visual_tokens(row) for row in grid_thw.tolist())
