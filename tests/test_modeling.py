@@ -337,7 +337,7 @@ def test_gradient_checkpointing_gives_same_gradients(model, config, tokenizer):
 
     reference = grads(model)
     checkpointed = copy.deepcopy(model)
-    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert checkpointed.model.vision_model.encoder.layers[0].gradient_checkpointing
     assert checkpointed.model.vision_model.aggregator.layers[0].gradient_checkpointing
     other = grads(checkpointed)
@@ -475,3 +475,33 @@ def test_wrong_number_of_chunk_positions(video_tower):
     rows, grid = video_inputs(3, 4, 4)
     with pytest.raises(ValueError, match="chunk positions"):
         video_tower(rows, grid, torch.tensor([0, 1]))
+
+
+# ---- multi-process safety -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("media", ["none", "video", "image"])
+def test_training_forward_runs_vision_tower_for_every_modality(model, config, tokenizer, media):
+    """Whatever a batch holds, a training forward runs the tower once per modality and reaches every weight."""
+    ids, rows, grid, _ = video_prompt(config, tokenizer)
+    kwargs = {}
+    if media == "video":
+        kwargs = dict(pixel_values_videos=rows, video_grid_thw=grid)
+    elif media == "image":
+        i_rows, i_grid = image_inputs([(4, 4)])
+        ids = torch.tensor([prompt_ids(config, tokenizer, "Look", config.image_token_id, 4, "ok")])
+        kwargs = dict(pixel_values=i_rows, image_grid_thw=i_grid)
+    else:
+        ids = torch.tensor([tokenizer("Only text here.")["input_ids"]])
+    with torch.no_grad():
+        reference = model.eval()(input_ids=ids, **kwargs).logits
+    calls = []
+    handle = model.model.vision_model.register_forward_hook(lambda *args: calls.append(1))
+    model.train()
+    out = model(input_ids=ids, labels=ids, **kwargs)
+    out.loss.backward()
+    handle.remove()
+    assert len(calls) == 2
+    assert torch.allclose(out.logits, reference, atol=1e-6)  # the dummy term adds exactly zero
+    assert all(p.grad is not None for p in model.model.vision_model.parameters())
+    assert all(p.grad is not None for p in model.model.projector.parameters())

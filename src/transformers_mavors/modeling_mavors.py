@@ -541,6 +541,27 @@ class MavorsModel(MavorsPreTrainedModel):
             )
         return mask.unsqueeze(-1)
 
+    def _dummy_media_term(self, encoded: dict, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """A zero-valued term that runs the vision tower for every modality the batch lacks.
+
+        In training, every rank of a DDP / DeepSpeed job must call the vision tower the same number of times
+        and touch the same parameters, whatever its batch holds (a text-only batch on one rank and a video batch
+        on another hang ZeRO-3 and trip DDP's unused-parameter check). Each forward therefore encodes one
+        image and one video; a modality missing from the batch is a single tiny blank item whose projected
+        features are added with weight 0.
+        """
+        config = self.config.vision_config
+        side = config.spatial_merge_size
+        term = inputs_embeds.new_zeros(())
+        for modality, frames in (("image", 1), ("video", config.frames_per_chunk)):
+            if encoded.get(modality) is not None:
+                continue
+            rows = inputs_embeds.new_zeros(side * side, config.num_channels * frames * config.patch_size**2)
+            grid = torch.tensor([[1, side, side]], device=inputs_embeds.device)
+            features = self._project_per_item(rows, grid).pooler_output[0]
+            term = term + 0.0 * features.sum()
+        return term
+
     @can_return_tuple
     def forward(
         self,
@@ -580,6 +601,9 @@ class MavorsModel(MavorsPreTrainedModel):
             encoded["video"] = self.get_video_features(
                 pixel_values_videos, video_grid_thw, video_chunk_positions, return_dict=True
             )
+
+        if self.training and torch.is_grad_enabled():
+            inputs_embeds = inputs_embeds + self._dummy_media_term(encoded, inputs_embeds)
 
         merged = {}
         for modality, token_id in (
