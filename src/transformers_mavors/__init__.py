@@ -28,6 +28,10 @@ AutoModel.register(MavorsConfig, MavorsModel, exist_ok=True)
 AutoModelForImageTextToText.register(MavorsConfig, MavorsForConditionalGeneration, exist_ok=True)
 # TRL's DPOTrainer rebuilds its reference model through AutoModelForCausalLM.
 AutoModelForCausalLM.register(MavorsConfig, MavorsForConditionalGeneration, exist_ok=True)
+# Saved checkpoints carry their code and an `auto_map`, so `trust_remote_code=True` loads them where this
+# package is not installed (e.g. straight from the Hub).
+MavorsConfig.register_for_auto_class()
+MavorsForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 
 # --- processor registration (processing issue) --------------------------------------------------
 # --- end of processor registration ---------------------------------------------------------------

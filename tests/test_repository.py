@@ -1,0 +1,33 @@
+"""The repository keeps its promises: CI runs the README's commands, and nothing pulls torchvision."""
+
+import re
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    return [block.strip() for block in blocks[:2]]
+
+
+def test_ci_runs_the_readme_commands_verbatim():
+    commands = readme_commands()
+    assert len(commands) == 2 and all(commands)
+    assert "pytest" in commands[1] and "pip install" in commands[0] and "pip install" in commands[1]
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    for command in commands:
+        assert command in ci_lines, f"README command not run by .ci/run: {command}"
+
+
+def test_dependencies_never_name_torchvision():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = list(project["dependencies"]) + [
+        d for extra in project["optional-dependencies"].values() for d in extra
+    ]
+    assert not [
+        d for d in names if d.lower().startswith(("torchvision", "torchaudio", "decord", "torchcodec"))
+    ]
+    assert any(d.startswith("torch>=2.13") for d in names)
