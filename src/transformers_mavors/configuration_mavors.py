@@ -22,9 +22,11 @@ IFA_POSITION_MODES = ("chunk", "token")
 
 # Qwen2.5's vision special tokens, in the order Qwen's vocabulary lists them. Builders that start from a
 # tokenizer lacking them add them in this order, so the model and the processor agree on the ids.
-VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+VISION_START = "<|vision_start|>"
+VISION_END = "<|vision_end|>"
 IMAGE_TOKEN = "<|image_pad|>"
 VIDEO_TOKEN = "<|video_pad|>"
+VISION_SPECIAL_TOKENS = (VISION_START, VISION_END, IMAGE_TOKEN, VIDEO_TOKEN)
 
 
 def add_vision_special_tokens(tokenizer) -> int:
@@ -32,9 +34,7 @@ def add_vision_special_tokens(tokenizer) -> int:
     vocab = tokenizer.get_vocab()
     missing = [token for token in VISION_SPECIAL_TOKENS if token not in vocab]
     if missing:
-        tokenizer.add_special_tokens(
-            {"additional_special_tokens": missing}, replace_extra_special_tokens=False
-        )
+        tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     return len(missing)
 
 
@@ -83,6 +83,10 @@ class MavorsVisionConfig(PreTrainedConfig):
             gives each token its index in the concatenated sequence (standard RoPE, the paper's ablation).
         vision_chunk_batch_size (`int`, *optional*, defaults to 16):
             How many chunks (or image pieces) the ViT encodes at once. Bounds activation memory on long videos.
+        sync_vision_calls (`bool`, *optional*):
+            In a multi-process job, make every rank run each vision layer equally often (padding with zero-weighted
+            calls) and run the tower at every prefill. Needed when the vision weights are sharded (ZeRO-3, FSDP),
+            which is detected when this is left at `None`; harmful for ranks that generate independently.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation used to initialise the aggregator's linear layers.
     """
@@ -108,6 +112,7 @@ class MavorsVisionConfig(PreTrainedConfig):
     ifa_rope_theta: float | int = 10000.0
     ifa_position_mode: str = "chunk"
     vision_chunk_batch_size: int = 16
+    sync_vision_calls: bool | None = None
     initializer_range: float = 0.02
 
     def validate_architecture(self):
@@ -192,6 +197,8 @@ __all__ = [
     "num_visual_tokens",
     "add_vision_special_tokens",
     "VISION_SPECIAL_TOKENS",
+    "VISION_START",
+    "VISION_END",
     "IMAGE_TOKEN",
     "VIDEO_TOKEN",
 ]

@@ -1,0 +1,865 @@
+"""Video processor of Mavors: PyAV decoding, fixed-fps sampling, chunking and accelerated playback.
+
+A video is transcoded to a fixed frame rate `fps` on its original timeline: target `k` sits at `k / fps`
+seconds and takes the frame on screen at that moment (the last frame whose timestamp is not later), so
+variable-frame-rate files sample correctly and slower sources repeat frames. When the video yields more than
+`max_chunks * frames_per_chunk` targets, targets are dropped uniformly to fit (accelerated playback, paper
+§3.5). The kept frames are cut into chunks of `frames_per_chunk` (F) frames, the last one padded by repeating
+its last frame, resized to one dynamic resolution per video (SPEC §3.1), normalised and packed (SPEC §7):
+
+- `pixel_values_videos`: (sum of patches, 3 * F * p * p) float32; chunk-major, then row-major over the
+  chunk's patch grid; each row holds one patch of all F frames, values ordered (C, F, p, p).
+- `video_grid_thw`: (videos, 3) long, `(chunks, h_patches, w_patches)`; both sides even.
+- `video_chunk_positions`: (sum of chunks,) long, the C-RoPE position of each chunk:
+  `floor(t_first * fps / F)` with `t_first` the original-timeline timestamp of the chunk's first frame.
+  Without acceleration the positions are 0, 1, 2, ...; with it they skip, telling the model that time passed.
+
+Decoding is PyAV's with threaded decoding. Only the frames that are kept are converted to RGB (and resized,
+in the same libswscale call); when kept frames are far apart (long videos under accelerated playback) the
+decoder seeks to the keyframe before the next kept frame instead of decoding everything in between.
+"""
+
+import io
+import math
+import os
+import queue
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import PIL.Image
+import torch
+from av.video.reformatter import VideoReformatter
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_utils import PILImageResampling
+from transformers.processing_utils import Unpack, VideosKwargs
+from transformers.utils import logging
+from transformers.video_processing_utils import VideoProcessorMixin
+
+from .image_processing_mavors import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    array_to_rgb_image,
+    check_image_size,
+    describe_input,
+    get_dynamic_resolution,
+    merge_call_options,
+    normalization_affine,
+    pil_to_rgb,
+    to_return_type,
+    validate_positive_ints,
+)
+
+logger = logging.get_logger(__name__)
+
+# Videos longer than this show a progress bar while they decode.
+PROGRESS_BAR_MIN_SECONDS = 60.0
+# A file whose decodable frames end this much earlier than its header's duration is reported as truncated.
+TRUNCATION_TOLERANCE_SECONDS = 1.0
+# Seek instead of decoding through when the next kept frame is this many keyframe intervals ahead.
+SEEK_MIN_KEYFRAME_INTERVALS = 2.0
+
+_SWSCALE_INTERPOLATION = {
+    PILImageResampling.NEAREST: "POINT",
+    PILImageResampling.BILINEAR: "BILINEAR",
+    PILImageResampling.BICUBIC: "BICUBIC",
+    PILImageResampling.LANCZOS: "LANCZOS",
+    PILImageResampling.BOX: "AREA",
+    PILImageResampling.HAMMING: "BICUBIC",
+}
+
+
+class MavorsVideosKwargs(VideosKwargs, total=False):
+    """Keyword arguments of [`MavorsVideoProcessor`] on top of transformers' `VideosKwargs`.
+
+    Attributes:
+        frames_per_chunk (`int`): F, frames per chunk; must equal the model's `vision_config.frames_per_chunk`.
+        max_chunks (`int`): most chunks per video; longer videos are sped up by dropping frames uniformly.
+        image_size (`int`): R_v, the ViT's pretraining resolution.
+        patch_size (`int`): p, the ViT's patch side.
+        spatial_merge_size (`int`): side of the average pooling; frame sides are multiples of it times p.
+        max_image_pixels (`int`): videos whose frames have more pixels are refused before decoding.
+    """
+
+    frames_per_chunk: int
+    max_chunks: int
+    image_size: int
+    patch_size: int
+    spatial_merge_size: int
+    max_image_pixels: int
+
+
+@dataclass
+class MavorsVideoMetadata:
+    """What the processor did to one video. Times are seconds on the original timeline, from its start.
+
+    Attributes:
+        duration: length of the video.
+        fps: the sampling rate on the original timeline (the processor's `fps`).
+        sampled_fps: kept frames per second of original time, `fps / playback_speed`.
+        playback_speed: 1.0, or the acceleration factor when frames were dropped to fit `max_chunks`.
+        num_frames: kept frames, before the last chunk is padded.
+        frame_timestamps: timestamp of every kept frame.
+        chunk_timestamps: `(first, last)` kept-frame timestamp of every chunk.
+        chunk_positions: C-RoPE position id of every chunk.
+        source_fps: the input's native frame rate, when known.
+        width, height: input frame size; resized_width, resized_height: size fed to the ViT.
+        video_backend: `"pyav"` for files, `"frames"` for arrays and frame lists.
+    """
+
+    duration: float
+    fps: float
+    sampled_fps: float
+    playback_speed: float
+    num_frames: int
+    frame_timestamps: list[float] = field(default_factory=list)
+    chunk_timestamps: list[tuple[float, float]] = field(default_factory=list)
+    chunk_positions: list[int] = field(default_factory=list)
+    source_fps: float | None = None
+    width: int = 0
+    height: int = 0
+    resized_width: int = 0
+    resized_height: int = 0
+    video_backend: str = "pyav"
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sampling plan (pure arithmetic, shared by files and frame arrays)
+# --------------------------------------------------------------------------------------------------------
+
+
+def accelerated_playback_indices(num_targets: int, max_frames: int) -> list[int]:
+    """Indices of the fixed-fps targets that are kept: all, or `max_frames` of them spread uniformly."""
+    if num_targets <= max_frames:
+        return list(range(num_targets))
+    return [(j * num_targets) // max_frames for j in range(max_frames)]
+
+
+def chunk_position_ids(kept_targets: list[int], frames_per_chunk: int) -> list[int]:
+    """C-RoPE position of each chunk: `floor(t_first * fps / F)` with `t_first = kept_target / fps`."""
+    return [
+        kept_targets[start] // frames_per_chunk for start in range(0, len(kept_targets), frames_per_chunk)
+    ]
+
+
+def num_fixed_fps_targets(duration: float, fps: float) -> int:
+    """How many frames a `duration`-second video has once transcoded to `fps` (at least one)."""
+    return max(1, math.ceil(duration * fps - 1e-6))
+
+
+def _make_metadata(
+    duration: float,
+    fps: float,
+    num_targets: int,
+    kept: list[int],
+    frames_per_chunk: int,
+    **extra: Any,
+) -> MavorsVideoMetadata:
+    timestamps = [k / fps for k in kept]
+    speed = num_targets / len(kept)
+    chunks = [
+        (timestamps[start], timestamps[min(start + frames_per_chunk, len(kept)) - 1])
+        for start in range(0, len(kept), frames_per_chunk)
+    ]
+    return MavorsVideoMetadata(
+        duration=duration,
+        fps=fps,
+        sampled_fps=fps / speed,
+        playback_speed=speed,
+        num_frames=len(kept),
+        frame_timestamps=timestamps,
+        chunk_timestamps=chunks,
+        chunk_positions=chunk_position_ids(kept, frames_per_chunk),
+        **extra,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Input classification
+# --------------------------------------------------------------------------------------------------------
+
+
+def _is_frame(value: Any) -> bool:
+    if isinstance(value, PIL.Image.Image):
+        return True
+    return isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim in (2, 3)
+
+
+def is_video_like(value: Any) -> bool:
+    """True for one video: a path, a file object, bytes, a (T, H, W, C) array/tensor or a list of frames."""
+    if isinstance(value, (str, os.PathLike, bytes)) or hasattr(value, "read"):
+        return True
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.ndim == 4
+    if isinstance(value, (list, tuple)):
+        return len(value) > 0 and all(_is_frame(frame) for frame in value)
+    return False
+
+
+def make_list_of_videos(videos: Any) -> list[Any]:
+    """Flatten a video, a list of videos or a batch (list of lists of videos) into a list of videos."""
+    if videos is None:
+        return []
+    if is_video_like(videos):
+        return [videos]
+    if isinstance(videos, (list, tuple)):
+        return [video for item in videos for video in make_list_of_videos(item)]
+    if isinstance(videos, (np.ndarray, torch.Tensor)):
+        raise ValueError(
+            f"a video array must have 4 dimensions (T, H, W, C), got shape {tuple(videos.shape)}"
+        )
+    raise TypeError(
+        f"unsupported video input {describe_input(videos)}; expected a path, a file object, bytes, a "
+        "(T, H, W, C) numpy array or torch tensor, a list of PIL images, or a list of those"
+    )
+
+
+def _metadata_fps(metadata: Any) -> float | None:
+    if metadata is None:
+        return None
+    value = metadata.get("fps") if isinstance(metadata, dict) else getattr(metadata, "fps", None)
+    return None if value is None else float(value)
+
+
+def _check_fps(value: Any, name: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0 (frames per second), got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Chunk packing
+# --------------------------------------------------------------------------------------------------------
+
+
+def pack_chunks(
+    frames: np.ndarray,
+    frames_per_chunk: int,
+    patch_size: int,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(chunks * F, H, W, 3) uint8 -> (chunks * H/p * W/p, 3 * F * p * p) float32, normalised.
+
+    Rows are chunk-major, then row-major over the patch grid; each row is one patch of all F frames with values
+    ordered (C, F, p, p). Normalisation (`x * scale + shift` per channel) happens in the same pass as the
+    reordering copy.
+    """
+    total, height, width, _ = frames.shape
+    p = patch_size
+    chunks, grid_h, grid_w = total // frames_per_chunk, height // p, width // p
+    source = torch.from_numpy(frames).view(chunks, frames_per_chunk, grid_h, p, grid_w, p, 3)
+    source = source.permute(0, 2, 4, 6, 1, 3, 5)  # (chunks, gh, gw, C, F, p, p)
+    if out is None:
+        out = torch.empty(chunks * grid_h * grid_w, 3 * frames_per_chunk * p * p, dtype=torch.float32)
+    view = out.view(chunks, grid_h, grid_w, 3, frames_per_chunk, p, p)
+    torch.addcmul(shift.view(1, 1, 1, 3, 1, 1, 1), source, scale.view(1, 1, 1, 3, 1, 1, 1), out=view)
+    return out
+
+
+_REPEAT = object()  # `_ChunkWriter.put` item: the previous frame again
+_STOP = object()
+
+
+class _ChunkWriter:
+    """Receives one video's kept frames in order and packs every full chunk straight into `out`.
+
+    Items are uint8 (H, W, 3) arrays, decoded frames for `convert`, or `_REPEAT`. With `threaded=True`,
+    conversion (libswscale) and packing (torch) run on a worker thread; both release the GIL, so they overlap
+    with decoding instead of stalling it. Only a few frames and one chunk of uint8 pixels are held at a time.
+    """
+
+    def __init__(
+        self,
+        out: torch.Tensor,
+        frames_per_chunk: int,
+        size: tuple[int, int],
+        options: dict[str, Any],
+        convert: Any = None,
+        threaded: bool = False,
+    ) -> None:
+        self.out, self.frames_per_chunk, self.convert = out, frames_per_chunk, convert
+        self.patch_size = options["patch_size"]
+        self.scale, self.shift = options["scale"], options["shift"]
+        self.rows_per_chunk = (size[0] // self.patch_size) * (size[1] // self.patch_size)
+        self.chunk = np.empty((frames_per_chunk, size[0], size[1], 3), dtype=np.uint8)
+        self.filled, self.chunk_index = 0, 0
+        self.last: np.ndarray | None = None
+        self._error: BaseException | None = None
+        self._queue: queue.Queue | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=2 * frames_per_chunk)
+            self._worker = threading.Thread(target=self._work, name="mavors-video-packer", daemon=True)
+            self._worker.start()
+
+    def put(self, item: Any) -> None:
+        if self._queue is None:
+            self._consume(item)
+        elif self._error is None:
+            self._queue.put(item)
+        else:
+            self.close()
+
+    def repeat_last(self) -> None:
+        self.put(_REPEAT)
+
+    def finish(self) -> None:
+        """Wait for queued frames, then pad the short last chunk by repeating its last frame and pack it."""
+        self.close()
+        if self.filled:
+            self.chunk[self.filled :] = self.last
+            self._flush()
+
+    def close(self) -> None:
+        """Stop the worker (idempotent) and re-raise its error, if any."""
+        if self._queue is not None:
+            self._queue.put(_STOP)
+            self._worker.join()
+            self._queue = None
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not _STOP:
+            if self._error is None:
+                try:
+                    self._consume(item)
+                except BaseException as error:  # re-raised in the calling thread by `close`
+                    self._error = error
+
+    def _consume(self, item: Any) -> None:
+        if item is _REPEAT:
+            frame = self.last
+        elif isinstance(item, np.ndarray):
+            frame = item
+        else:
+            frame = self.convert(item)
+        self.chunk[self.filled] = frame
+        self.last = frame
+        self.filled += 1
+        if self.filled == self.frames_per_chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        start = self.chunk_index * self.rows_per_chunk
+        target = self.out[start : start + self.rows_per_chunk]
+        pack_chunks(self.chunk, self.frames_per_chunk, self.patch_size, self.scale, self.shift, out=target)
+        self.chunk_index += 1
+        self.filled = 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Video sources: each plans its sampling when created (cheap), then decodes into a `_ChunkWriter`
+# --------------------------------------------------------------------------------------------------------
+
+
+class _VideoSource:
+    # Whether decoding leaves CPU time that a worker thread can use for conversion and packing.
+    threaded = False
+    name: str
+    kept: list[int]
+    size: tuple[int, int]  # (height, width) fed to the ViT
+    metadata: MavorsVideoMetadata
+
+    def num_chunks(self, frames_per_chunk: int) -> int:
+        return math.ceil(len(self.kept) / frames_per_chunk)
+
+    def convert(self, frame: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode_into(self, writer: _ChunkWriter) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _FrameListSource(_VideoSource):
+    """A (T, H, W, C) array/tensor or a list of frames; frame i sits at i / fps, or i / source_fps if given."""
+
+    def __init__(self, frames: Any, source_fps: float | None, options: dict[str, Any]) -> None:
+        self.name = describe_input(frames)
+        self.frames = frames
+        total = len(frames)
+        fps = options["fps"]
+        if source_fps is None:
+            num_targets, duration = total, total / fps
+            self.source_index = list(range(total))
+        else:
+            duration = total / source_fps
+            num_targets = num_fixed_fps_targets(duration, fps)
+            # The frame on screen at target time k / fps.
+            self.source_index = [
+                min(total - 1, math.floor(k * source_fps / fps + 1e-6)) for k in range(num_targets)
+            ]
+        self.kept = accelerated_playback_indices(num_targets, options["max_frames"])
+        self.first = self._rgb(self.source_index[self.kept[0]])
+        width, height = self.first.size
+        check_image_size(width, height, options["max_image_pixels"], f"video {self.name}")
+        self.size = get_dynamic_resolution(
+            width, height, options["image_size"], options["patch_size"], options["spatial_merge_size"]
+        )
+        self.resample = PILImageResampling(options["resample"])
+        self.metadata = _make_metadata(
+            duration,
+            fps,
+            num_targets,
+            self.kept,
+            options["frames_per_chunk"],
+            source_fps=source_fps,
+            width=width,
+            height=height,
+            resized_width=self.size[1],
+            resized_height=self.size[0],
+            video_backend="frames",
+        )
+
+    def _rgb(self, index: int) -> PIL.Image.Image:
+        frame = self.frames[index]
+        if isinstance(frame, PIL.Image.Image):
+            return pil_to_rgb(frame)
+        if isinstance(frame, (np.ndarray, torch.Tensor)):
+            return array_to_rgb_image(frame, f"frame {index} of video {self.name}")
+        raise TypeError(
+            f"frame {index} of video {self.name} is a {type(frame).__name__}, not a PIL image or an array"
+        )
+
+    def decode_into(self, writer: _ChunkWriter) -> None:
+        height, width = self.size
+        previous_index = None
+        for row, target in enumerate(self.kept):
+            index = self.source_index[target]
+            if index == previous_index:
+                writer.repeat_last()
+                continue
+            image = self.first if row == 0 else self._rgb(index)
+            writer.put(np.asarray(image.resize((width, height), resample=self.resample)))
+            previous_index = index
+
+
+class _FileSource(_VideoSource):
+    """A media file read with PyAV (path, file object or bytes)."""
+
+    threaded = True
+
+    def __init__(self, source: Any, options: dict[str, Any]) -> None:
+        self.name = describe_input(source)
+        path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
+        self.label = os.path.basename(path) if isinstance(path, str) else "video"
+        if isinstance(source, bytes):
+            source = io.BytesIO(source)
+        try:
+            self.container = av.open(os.fspath(source) if isinstance(source, os.PathLike) else source)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"video file {self.name} does not exist") from error
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"video {self.name} cannot be opened: not a readable or complete media file ({error})"
+            ) from error
+        try:
+            self._plan(options)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _plan(self, options: dict[str, Any]) -> None:
+        container, name = self.container, self.name
+        if not container.streams.video:
+            kinds = sorted({stream.type for stream in container.streams}) or ["none"]
+            raise ValueError(f"video {name} has no video stream (its streams: {', '.join(kinds)})")
+        self.stream = stream = container.streams.video[0]
+        codec = stream.codec_context
+        width, height = codec.width, codec.height
+        check_image_size(width, height, options["max_image_pixels"], f"video {name}")
+        aspect = stream.sample_aspect_ratio or codec.sample_aspect_ratio
+        display_width = width * float(aspect) if aspect and float(aspect) > 0 else width
+        self.size = get_dynamic_resolution(
+            display_width, height, options["image_size"], options["patch_size"], options["spatial_merge_size"]
+        )
+        self.time_base = stream.time_base
+        source_fps = float(stream.average_rate) if stream.average_rate else None
+        self.frame_interval = 1.0 / source_fps if source_fps else 0.0
+        try:
+            if stream.duration and stream.duration > 0:
+                start = stream.start_time
+                self.origin = float(start * self.time_base) if start is not None else None
+                self.duration = float(stream.duration * self.time_base)
+            else:
+                self.origin, self.duration = _scan_timeline(container, stream)
+        except av.FFmpegError as error:
+            raise ValueError(f"video {name} is corrupt: reading its packets failed ({error})") from error
+        if self.duration <= 0:
+            raise ValueError(f"video {name} has no decodable video frames")
+        fps = options["fps"]
+        num_targets = num_fixed_fps_targets(self.duration, fps)
+        self.kept = accelerated_playback_indices(num_targets, options["max_frames"])
+        self.targets = [k / fps for k in self.kept]
+        self.reformatter = VideoReformatter()  # reused: it caches libswscale's context across frames
+        self.convert_options = {
+            "format": "rgb24",
+            "width": self.size[1],
+            "height": self.size[0],
+            "interpolation": _SWSCALE_INTERPOLATION.get(PILImageResampling(options["resample"]), "BICUBIC"),
+        }
+        self.metadata = _make_metadata(
+            self.duration,
+            fps,
+            num_targets,
+            self.kept,
+            options["frames_per_chunk"],
+            source_fps=source_fps,
+            width=width,
+            height=height,
+            resized_width=self.size[1],
+            resized_height=self.size[0],
+            video_backend="pyav",
+        )
+
+    def close(self) -> None:
+        self.container.close()
+
+    def convert(self, frame: av.VideoFrame) -> np.ndarray:
+        """Resize and convert a decoded frame to uint8 RGB in one libswscale call."""
+        try:
+            return self.reformatter.reformat(frame, **self.convert_options).to_ndarray()
+        except av.FFmpegError as error:
+            raise ValueError(
+                f"video {self.name}: converting a frame at {frame.time}s failed ({error})"
+            ) from error
+
+    def decode_into(self, writer: _ChunkWriter) -> None:
+        """Decode, emitting for every kept target the frame on screen at its time; seek across long gaps."""
+        container, stream, targets, name = self.container, self.stream, self.targets, self.name
+        stream.thread_type = "AUTO"
+        progress = None
+        if self.duration > PROGRESS_BAR_MIN_SECONDS:
+            progress = logging.tqdm(
+                total=math.ceil(self.duration), unit="s", desc=f"Decoding {self.label}", leave=False
+            )
+        origin = self.origin
+        epsilon = 1e-4
+        row = 0  # next kept target to fill
+        previous = None  # last decoded frame not after the current target: the one on screen
+        previous_time = current = 0.0
+        last_converted = None
+        last_keyframe = keyframe_interval = None
+        decoded_any = False
+        # Seek at most once per kept frame, and stop seeking once a seek landed behind where decoding was.
+        seek_allowed, seek_to, seeked_row, position_before_seek = True, None, -1, None
+        try:
+            while True:
+                if seek_to is not None:
+                    container.seek(
+                        int(((origin or 0.0) + seek_to) / self.time_base), backward=True, stream=stream
+                    )
+                    # Keyframe gaps across a seek are not keyframe intervals.
+                    previous, seek_to, last_keyframe = None, None, None
+                for frame in container.decode(stream):
+                    if frame.time is not None:
+                        if origin is None:
+                            origin = frame.time
+                        current = frame.time - origin
+                    elif decoded_any:
+                        current = previous_time + self.frame_interval
+                    decoded_any = True
+                    if position_before_seek is not None:
+                        seek_allowed, position_before_seek = current >= position_before_seek, None
+                    if frame.key_frame:
+                        if last_keyframe is not None and current > last_keyframe:
+                            gap = current - last_keyframe
+                            keyframe_interval = (
+                                gap if keyframe_interval is None else max(keyframe_interval, gap)
+                            )
+                        last_keyframe = current
+                    # Targets before this frame show the previous frame (or this one if it is the first).
+                    while row < len(targets) and current > targets[row] + epsilon:
+                        shown = previous if previous is not None else frame
+                        if shown is last_converted:
+                            writer.repeat_last()
+                        else:
+                            writer.put(shown)
+                            last_converted = shown
+                        row += 1
+                    if progress is not None:
+                        progress.update(max(0, min(progress.total, int(current)) - progress.n))
+                    if row >= len(targets):
+                        break
+                    previous, previous_time = frame, current
+                    if (
+                        seek_allowed
+                        and row > seeked_row
+                        and keyframe_interval is not None
+                        and targets[row] - current > SEEK_MIN_KEYFRAME_INTERVALS * keyframe_interval
+                    ):
+                        seek_to, seeked_row, position_before_seek = targets[row], row, current
+                        break
+                if seek_to is None:
+                    break
+        except av.FFmpegError as error:
+            raise ValueError(
+                f"video {name} is corrupt: decoding failed near {current:.2f}s ({error})"
+            ) from error
+        finally:
+            if progress is not None:
+                progress.close()
+
+        if row < len(targets):
+            if previous is None:
+                raise ValueError(f"video {name} has no decodable video frames")
+            # Targets after the last frame: it stays on screen until the stream ends.
+            end = previous_time + (
+                float(previous.duration * self.time_base) if previous.duration else self.frame_interval
+            )
+            if targets[-1] > end + TRUNCATION_TOLERANCE_SECONDS:
+                raise ValueError(
+                    f"video {name} is truncated or corrupt: its header promises {self.duration:.2f}s of video "
+                    f"but its frames stop at {end:.2f}s"
+                )
+            if previous is last_converted:
+                writer.repeat_last()
+            else:
+                writer.put(previous)
+            for _ in range(row + 1, len(targets)):
+                writer.repeat_last()
+
+
+def _scan_timeline(container: Any, stream: Any) -> tuple[float | None, float]:
+    """`(start, duration)` of a stream whose header has no duration, from its packets (demux only, no decode)."""
+    time_base = stream.time_base
+    first = end = None
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        first = packet.pts if first is None else min(first, packet.pts)
+        packet_end = packet.pts + (packet.duration or 0)
+        end = packet_end if end is None else max(end, packet_end)
+    container.seek(0)
+    if first is None:
+        return None, 0.0
+    return float(first * time_base), float((end - first) * time_base)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The video processor
+# --------------------------------------------------------------------------------------------------------
+
+
+class MavorsVideoProcessor(VideoProcessorMixin):
+    r"""
+    Video processor of Mavors (PyAV decoding, no torchvision).
+
+    Accepts video files (path, file object or bytes; any container/codec FFmpeg reads), (T, H, W, C) numpy
+    arrays or torch tensors, and lists of PIL images or (H, W, C) arrays. Arrays and frame lists carry no
+    timeline: they are taken as already sampled at `fps` (frame i at i / fps) unless
+    `video_metadata={"fps": source_fps}` is given, which resamples them to `fps`.
+
+    Args:
+        fps (`float`, *optional*, defaults to 4.0):
+            Frames per second of the fixed-rate transcode (see `docs/preprocessing.md` for the choice).
+        frames_per_chunk (`int`, *optional*, defaults to 16):
+            F; must equal the model's `vision_config.frames_per_chunk`.
+        max_chunks (`int`, *optional*, defaults to 60):
+            The most chunks per video (60 chunks = 960 frames, the paper's needle-in-a-haystack maximum).
+            Longer videos are played faster: frames are dropped uniformly, positions keep original time.
+        num_frames (`int`, *optional*):
+            An extra cap on kept frames per video, applied like `max_chunks`.
+        image_size (`int`, *optional*, defaults to 384), patch_size (`int`, *optional*, defaults to 14),
+        spatial_merge_size (`int`, *optional*, defaults to 2):
+            Geometry of the ViT; frames get the dynamic resolution of SPEC §3.1.
+        max_image_pixels (`int`, *optional*, defaults to 2**27):
+            Videos whose frames have more pixels are refused before decoding.
+        image_mean, image_std, resample, do_rescale, rescale_factor, do_normalize:
+            As for images (SigLIP's 0.5 mean and std, bicubic resampling).
+        return_metadata (`bool`, *optional*, defaults to `False`):
+            Also return `video_metadata`, a list of [`MavorsVideoMetadata`].
+    """
+
+    valid_kwargs = MavorsVideosKwargs
+    model_input_names = ["pixel_values_videos", "video_grid_thw", "video_chunk_positions"]
+
+    fps = 4.0
+    frames_per_chunk = 16
+    max_chunks = 60
+    image_size = 384
+    patch_size = 14
+    spatial_merge_size = 2
+    max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
+    resample = PILImageResampling.BICUBIC
+    image_mean = list(SIGLIP_MEAN)
+    image_std = list(SIGLIP_STD)
+    do_resize = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    do_convert_rgb = True
+    do_sample_frames = True
+    return_metadata = False
+
+    def __init__(self, **kwargs: Unpack[MavorsVideosKwargs]) -> None:
+        super().__init__(**kwargs)
+        self._set_attributes(**kwargs)
+
+    def preprocess(self, videos: Any, **kwargs: Unpack[MavorsVideosKwargs]) -> BatchFeature:
+        """Decode, sample, chunk, resize, normalise and pack one video or a list of videos.
+
+        Returns a `BatchFeature` with `pixel_values_videos`, `video_grid_thw`, `video_chunk_positions` (torch
+        tensors; numpy with `return_tensors="np"`) and, with `return_metadata=True`, `video_metadata`.
+        """
+        options = self._resolve_options(kwargs)
+        video_list = make_list_of_videos(videos)
+        metadata_list = self._split_metadata(options.get("video_metadata"), len(video_list))
+        for video in video_list:  # cheap checks first: a bad input fails before anything is decoded
+            self._precheck(video)
+
+        frames_per_chunk, patch_size = options["frames_per_chunk"], options["patch_size"]
+        sources: list[_VideoSource] = []
+        try:
+            for video, metadata in zip(video_list, metadata_list, strict=True):
+                sources.append(self._open(video, metadata, options))
+            grid_thw = [
+                (
+                    source.num_chunks(frames_per_chunk),
+                    source.size[0] // patch_size,
+                    source.size[1] // patch_size,
+                )
+                for source in sources
+            ]
+            row_counts = [t * h * w for t, h, w in grid_thw]
+            pixel_values = torch.empty(
+                sum(row_counts), 3 * frames_per_chunk * patch_size**2, dtype=torch.float32
+            )
+            offset = 0
+            for source, rows in zip(sources, row_counts, strict=True):
+                writer = _ChunkWriter(
+                    pixel_values[offset : offset + rows],
+                    frames_per_chunk,
+                    source.size,
+                    options,
+                    convert=source.convert,
+                    threaded=source.threaded,
+                )
+                try:
+                    source.decode_into(writer)
+                    writer.finish()
+                finally:
+                    writer.close()
+                offset += rows
+        finally:
+            for source in sources:
+                source.close()
+
+        positions = [position for source in sources for position in source.metadata.chunk_positions]
+        data = {
+            "pixel_values_videos": pixel_values,
+            "video_grid_thw": torch.tensor(grid_thw, dtype=torch.long).reshape(-1, 3),
+            "video_chunk_positions": torch.tensor(positions, dtype=torch.long),
+        }
+        data = to_return_type(data, options.get("return_tensors"))
+        if options.get("return_metadata"):
+            data["video_metadata"] = [source.metadata for source in sources]
+        return BatchFeature(data=data, skip_tensor_conversion=["video_metadata"])
+
+    def get_video_layout(
+        self, num_frames: int, height: int, width: int, **kwargs: Unpack[MavorsVideosKwargs]
+    ) -> dict[str, Any]:
+        """`grid_thw` and chunk positions of a video of `num_frames` frames already at `fps`, without pixels."""
+        options = self._resolve_options(kwargs)
+        kept = accelerated_playback_indices(num_frames, options["max_frames"])
+        size = get_dynamic_resolution(
+            width, height, options["image_size"], options["patch_size"], options["spatial_merge_size"]
+        )
+        chunks = math.ceil(len(kept) / options["frames_per_chunk"])
+        patch_size = options["patch_size"]
+        return {
+            "grid_thw": (chunks, size[0] // patch_size, size[1] // patch_size),
+            "chunk_positions": chunk_position_ids(kept, options["frames_per_chunk"]),
+        }
+
+    # -- input handling ------------------------------------------------------------------------------------
+
+    def _resolve_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        options = merge_call_options(self, kwargs)
+        names = ("frames_per_chunk", "max_chunks", "image_size", "patch_size", "spatial_merge_size")
+        validate_positive_ints(options, (*names, "max_image_pixels"))
+        options["fps"] = _check_fps(options["fps"], "fps")
+        max_frames = options["max_chunks"] * options["frames_per_chunk"]
+        if options.get("num_frames") is not None:
+            validate_positive_ints(options, ("num_frames",))
+            max_frames = min(max_frames, options["num_frames"])
+        options["max_frames"] = max_frames
+        options["scale"], options["shift"] = normalization_affine(
+            options["do_rescale"],
+            options["rescale_factor"],
+            options["do_normalize"],
+            options["image_mean"],
+            options["image_std"],
+        )
+        return options
+
+    @staticmethod
+    def _split_metadata(video_metadata: Any, num_videos: int) -> list[Any]:
+        if video_metadata is None:
+            return [None] * num_videos
+        if isinstance(video_metadata, (list, tuple)):
+            flat = []
+            for item in video_metadata:
+                flat += list(item) if isinstance(item, (list, tuple)) else [item]
+            if len(flat) != num_videos:
+                raise ValueError(f"got {len(flat)} video_metadata entries for {num_videos} videos")
+            return flat
+        if num_videos != 1:
+            raise ValueError(f"got one video_metadata for {num_videos} videos; pass a list, one per video")
+        return [video_metadata]
+
+    @staticmethod
+    def _precheck(video: Any) -> None:
+        name = describe_input(video)
+        if isinstance(video, (str, os.PathLike)):
+            path = os.fspath(video)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"video file {name} does not exist")
+            if os.path.isdir(path):
+                raise ValueError(f"video path {name} is a directory, not a video file")
+            if os.path.getsize(path) == 0:
+                raise ValueError(f"video file {name} is empty (0 bytes)")
+        elif isinstance(video, bytes) and len(video) == 0:
+            raise ValueError("video bytes are empty (0 bytes)")
+        elif isinstance(video, (np.ndarray, torch.Tensor)) and video.shape[0] == 0:
+            raise ValueError(f"video {name} has no frames")
+
+    @staticmethod
+    def _open(video: Any, metadata: Any, options: dict[str, Any]) -> _VideoSource:
+        if isinstance(video, (str, os.PathLike, bytes)) or hasattr(video, "read"):
+            if _metadata_fps(metadata) is not None:
+                logger.warning_once(
+                    "video_metadata['fps'] is ignored for video files: their timestamps are used."
+                )
+            return _FileSource(video, options)
+        source_fps = _metadata_fps(metadata)
+        if source_fps is not None:
+            source_fps = _check_fps(source_fps, "video_metadata['fps']")
+        return _FrameListSource(video, source_fps, options)
+
+
+__all__ = [
+    "MavorsVideoProcessor",
+    "MavorsVideoMetadata",
+    "MavorsVideosKwargs",
+    "accelerated_playback_indices",
+    "chunk_position_ids",
+]
