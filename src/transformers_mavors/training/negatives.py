@@ -1,0 +1,218 @@
+"""Video-captioning preference pairs, as in the paper's DPO data (appendix A).
+
+"Captions generated from the original video serve as positive examples. Negative examples are created by
+captioning the video after segmenting it into four equal parts and shuffling their temporal order."
+
+`shuffle_quarters` does the cut and shuffle on frames, `write_shuffled_quarters` on a video file (PyAV in and
+out), and `build_video_caption_pairs` turns a list of videos into preference records (JSONL-ready, the format of
+`data.py`) given a captioning function, e.g. `make_captioner(model, processor)`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging
+
+from .data import resolve_media_path
+
+logger = logging.get_logger(__name__)
+
+NUM_PARTS = 4
+DEFAULT_CAPTION_PROMPT = "Describe the video in detail."
+
+
+def quarter_order(seed: int | random.Random | None = None) -> list[int]:
+    """A random order of the four parts that is never the original order `[0, 1, 2, 3]`."""
+    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    order = list(range(NUM_PARTS))
+    while order == sorted(order):
+        rng.shuffle(order)
+    return order
+
+
+def shuffle_quarters(
+    frames: np.ndarray | torch.Tensor | Sequence[Any],
+    order: Sequence[int] | None = None,
+    seed: int | random.Random | None = None,
+) -> tuple[np.ndarray | torch.Tensor | list, list[int]]:
+    """Cut `frames` (time first) into four equal parts and concatenate them in `order` (random if not given).
+
+    With T frames each part holds T // 4; the last T mod 4 frames are dropped so the parts are exactly equal.
+    Returns the shuffled frames (same type as the input: array, tensor or list) and the order used.
+    """
+    num_frames = len(frames)
+    if num_frames < NUM_PARTS:
+        raise ValueError(
+            f"a video needs at least {NUM_PARTS} frames to cut into four parts, got {num_frames}"
+        )
+    order = quarter_order(seed) if order is None else [int(i) for i in order]
+    if sorted(order) != list(range(NUM_PARTS)):
+        raise ValueError(f"order must be a permutation of {list(range(NUM_PARTS))}, got {order}")
+    part = num_frames // NUM_PARTS
+    indices = [i * part + offset for i in order for offset in range(part)]
+    if isinstance(frames, np.ndarray):
+        return frames[indices], order
+    if isinstance(frames, torch.Tensor):
+        return frames[torch.tensor(indices)], order
+    return [frames[i] for i in indices], order
+
+
+def read_video_frames(path: str | os.PathLike) -> tuple[np.ndarray, Fraction]:
+    """All frames of a video file as `(T, H, W, 3)` uint8 RGB, and its average frame rate (PyAV)."""
+    import av
+
+    try:
+        with av.open(os.fspath(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    except av.error.FFmpegError as error:
+        raise ValueError(f"cannot decode video {path}: {error}") from error
+    if not frames:
+        raise ValueError(f"{path} has no decodable frame")
+    return np.stack(frames), Fraction(rate)
+
+
+def write_video_frames(
+    frames: np.ndarray, path: str | os.PathLike, fps: float | Fraction, codec: str = "libx264"
+) -> Path:
+    """Encode `(T, H, W, 3)` uint8 RGB frames to `path` (yuv420p; an odd side loses its last pixel row/column)."""
+    import av
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(
+            f"frames must be (T, H, W, 3) uint8, got shape {frames.shape} and dtype {frames.dtype}"
+        )
+    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sides
+    if height == 0 or width == 0:
+        raise ValueError(f"frames of {frames.shape[1]}x{frames.shape[2]} pixels are too small to encode")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1001 * 1000)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in frames[:, :height, :width]:
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            ):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_shuffled_quarters(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    order: Sequence[int] | None = None,
+    seed: int | random.Random | None = None,
+    codec: str = "libx264",
+) -> list[int]:
+    """Decode `source`, shuffle its four quarters (`shuffle_quarters`) and encode to `destination` at the same
+    frame rate; returns the order of the quarters. Audio is not copied."""
+    frames, rate = read_video_frames(source)
+    shuffled, order = shuffle_quarters(frames, order, seed)
+    write_video_frames(shuffled, destination, rate, codec)
+    return order
+
+
+def build_video_caption_pairs(
+    videos: Sequence[str | os.PathLike],
+    caption_fn: Callable[[str], str],
+    output_dir: str | os.PathLike,
+    media_root: str | os.PathLike | None = None,
+    prompt: str = DEFAULT_CAPTION_PROMPT,
+    chosen_captions: Sequence[str] | None = None,
+    seed: int = 0,
+    codec: str = "libx264",
+) -> list[dict]:
+    """Preference records for video captioning (appendix A), one per video.
+
+    For each video (a path, relative to `media_root` if given) the four-part shuffled copy is written under
+    `output_dir`; `chosen` is `caption_fn(original)` (or `chosen_captions[i]`), `rejected` is
+    `caption_fn(shuffled copy)`. Records follow `data.py`'s preference format, with the original video in the
+    prompt, and are ready for `write_jsonl` / `load_mavors_dataset`. The shuffled copy's path (relative to
+    `media_root` when it lies inside it) and the order of the quarters are kept as `rejected_video` and
+    `quarter_order` for inspection.
+    """
+    if chosen_captions is not None and len(chosen_captions) != len(videos):
+        raise ValueError(f"got {len(chosen_captions)} chosen captions for {len(videos)} videos")
+    rng = random.Random(seed)
+    output_dir = Path(output_dir)
+    root = None if media_root is None else Path(media_root).resolve()
+    records = []
+    for index, video in enumerate(
+        tqdm(videos, desc="Shuffling and captioning videos", disable=len(videos) < 8)
+    ):
+        original = resolve_media_path(os.fspath(video), media_root)
+        shuffled = output_dir / f"{index:06d}_{Path(original).stem}_shuffled.mp4"
+        order = write_shuffled_quarters(original, shuffled, seed=rng, codec=codec)
+        stored = shuffled.resolve()
+        if root is not None and stored.is_relative_to(root):
+            stored = stored.relative_to(root)
+        chosen = chosen_captions[index] if chosen_captions is not None else caption_fn(original)
+        records.append(
+            {
+                "prompt": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "video", "path": os.fspath(video)},
+                            {"type": "text", "text": prompt},
+                        ],
+                    }
+                ],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": caption_fn(str(shuffled))}],
+                "rejected_video": str(stored),
+                "quarter_order": order,
+            }
+        )
+    return records
+
+
+def make_captioner(
+    model, processor, prompt: str = DEFAULT_CAPTION_PROMPT, max_new_tokens: int = 256, **generate_kwargs: Any
+) -> Callable[[str], str]:
+    """`caption_fn(video_path) -> str` that asks `model` to describe a video (greedy unless told otherwise)."""
+
+    def caption(video: str) -> str:
+        messages = [
+            {"role": "user", "content": [{"type": "video", "path": video}, {"type": "text", "text": prompt}]}
+        ]
+        inputs = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        ).to(model.device)
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
+        return processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    return caption
+
+
+__all__ = [
+    "NUM_PARTS",
+    "DEFAULT_CAPTION_PROMPT",
+    "quarter_order",
+    "shuffle_quarters",
+    "read_video_frames",
+    "write_video_frames",
+    "write_shuffled_quarters",
+    "build_video_caption_pairs",
+    "make_captioner",
+]

@@ -1,0 +1,109 @@
+"""`Trainer` subclasses that use the paper's parameter groups and per-stage schedule.
+
+`MavorsTrainingMixin` changes two hooks of `transformers.Trainer` and nothing else:
+
+- `create_optimizer` builds the optimizer (the class `TrainingArguments.optim` selects) over
+  `mavors_parameter_groups(...)`: IVE and IFA at `vision_lr_scale` x `args.learning_rate`, no weight decay on
+  biases and norms;
+- `create_scheduler`, when a `stage` is given, uses that stage's schedule (constant for 1 / 1.5, cosine to 1/10
+  for 2 / DPO) with `args.warmup_steps` (a step count, or a fraction of all steps when < 1).
+
+Both hooks are the ones DeepSpeed and FSDP integrations call, so the groups survive `accelerate launch` with any
+of the configs in `examples/accelerate/`. TRL's trainers get the same mixin in `trl_trainers.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Trainer
+from transformers.optimization import get_scheduler
+from transformers.utils import logging
+
+from .stages import (
+    VISION_LR_SCALE,
+    mavors_parameter_groups,
+    normalize_stage,
+    prepare_stage,
+    stage_lr_scheduler,
+)
+
+logger = logging.get_logger(__name__)
+
+
+class MavorsTrainingMixin:
+    """Mix into a `transformers.Trainer` subclass (first in the bases) to train Mavors the paper's way.
+
+    Extra keyword arguments: `stage` (`"1"`, `"1.5"`, `"2"`, `"dpo"` or `None`) and `vision_lr_scale` (0.1).
+    With a stage, the model's `requires_grad` flags are set by `prepare_stage` once the trainer is built
+    (after PEFT wrapping, when the trainer does it), and the stage's schedule replaces `args.lr_scheduler_type`.
+    Without one, `requires_grad` is left as it is and `args.lr_scheduler_type` is used.
+    """
+
+    def __init__(self, *args, stage: str | None = None, vision_lr_scale: float = VISION_LR_SCALE, **kwargs):
+        self.stage = None if stage is None else normalize_stage(stage)
+        self.vision_lr_scale = vision_lr_scale
+        super().__init__(*args, **kwargs)
+        if self.stage is not None:
+            prepare_stage(
+                self.model, self.stage, self.args.learning_rate, self.args.weight_decay, self.vision_lr_scale
+            )
+
+    def _set_signature_columns_if_needed(self):
+        # Our collators read raw columns (messages with media paths) that the model's forward does not name;
+        # keeping them makes the default `remove_unused_columns=True` safe (transformers#43598).
+        super()._set_signature_columns_if_needed()
+        extra = [
+            c for c in getattr(self.data_collator, "dataset_columns", ()) if c not in self._signature_columns
+        ]
+        self._signature_columns = list(self._signature_columns) + extra
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            groups = mavors_parameter_groups(
+                opt_model, self.args.learning_rate, self.args.weight_decay, self.vision_lr_scale
+            )
+            if not groups:
+                raise ValueError(
+                    "no parameter requires grad: nothing to train (check the stage or PEFT config)"
+                )
+            if self.optimizer_cls_and_kwargs is not None:
+                optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+            else:
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("params", "model")}
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            logger.info(
+                "Optimizer groups: %s",
+                ", ".join(f"{g['name']} ({len(g['params'])} tensors, lr={g['lr']:.3g})" for g in groups),
+            )
+        # the parent finishes the bookkeeping (SageMaker wrapping, 8-bit embeddings) on the existing optimizer
+        return super().create_optimizer(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.stage is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        warmup = self.args.get_warmup_steps(num_training_steps)
+        name, kwargs = stage_lr_scheduler(self.stage, warmup)
+        self.lr_scheduler = get_scheduler(
+            name,
+            optimizer=self.optimizer if optimizer is None else optimizer,
+            num_warmup_steps=warmup,
+            num_training_steps=num_training_steps,
+            scheduler_specific_kwargs=kwargs,
+        )
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+
+class MavorsTrainer(MavorsTrainingMixin, Trainer):
+    """`transformers.Trainer` with the paper's optimizer groups and, given `stage=`, its freezing and schedule.
+
+    ```python
+    trainer = MavorsTrainer(model=model, args=TrainingArguments(..., learning_rate=1e-5), stage="1.5",
+                            train_dataset=dataset, data_collator=MavorsSFTCollator(processor, media_root=root))
+    ```
+    """
+
+
+__all__ = ["MavorsTrainingMixin", "MavorsTrainer"]
