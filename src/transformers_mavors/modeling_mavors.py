@@ -336,37 +336,88 @@ class MavorsVisionModel(MavorsPreTrainedModel):
             )
 
         # IVE, items sharing a patch grid batched together: (t*h*w, row) -> (t, h*w/4, d) per item
+        grid_groups = _group_by([(h, w) for _, h, w in grid])
+        length_groups = _group_by([num_visual_tokens(row, config.spatial_merge_size) for row in grid])
+        planned_calls = (
+            sum(
+                -(-sum(grid[i][0] for i in members) // config.vision_chunk_batch_size)
+                for members in grid_groups.values()
+            ),
+            len(length_groups) if config.ifa_num_hidden_layers else 0,
+        )
+        extra_calls = self._calls_behind_other_ranks(planned_calls, pixel_values.device)
+
         items = pixel_values.split(patches_per_item)
         pooled: list[torch.Tensor | None] = [None] * len(grid)
-        for (h, w), members in _group_by([(h, w) for _, h, w in grid]).items():
+        for (h, w), members in grid_groups.items():
             rows = [items[i].view(grid[i][0], h * w, -1) for i in members]
             encoded = self.encode_chunks(torch.cat(rows) if len(rows) > 1 else rows[0], h, w)
-            for i, features in zip(members, encoded.split([grid[i][0] for i in members]), strict=False):
+            for i, features in zip(members, encoded.split([grid[i][0] for i in members]), strict=True):
                 pooled[i] = features
 
         # IFA per item (a video, or one image piece), items of equal length batched: (L, d) each
         positions = chunk_positions.split(chunks_per_item)
         sequences = [features.flatten(0, 1) for features in pooled]
-        outputs: list[torch.Tensor | None] = [None] * len(grid)
-        if config.ifa_num_hidden_layers == 0:
-            outputs = sequences
-        else:
-            for length, members in _group_by([seq.shape[0] for seq in sequences]).items():
+        outputs: list[torch.Tensor | None] = list(sequences)
+        if config.ifa_num_hidden_layers:
+            for length, members in length_groups.items():
                 batch = torch.stack([sequences[i] for i in members])
                 if config.ifa_position_mode == "chunk":
                     # C-RoPE: every token of chunk i carries chunk i's position id
-                    tokens_per_chunk = [pooled[i].shape[1] for i in members]
-                    ids = torch.stack(
-                        [
-                            positions[i].repeat_interleave(n)
-                            for i, n in zip(members, tokens_per_chunk, strict=False)
-                        ]
-                    )
+                    ids = torch.stack([positions[i].repeat_interleave(pooled[i].shape[1]) for i in members])
                 else:
-                    ids = torch.arange(length, device=batch.device).expand(len(members), -1)
-                for i, out in zip(members, self.aggregator(batch, ids.to(batch.device)), strict=False):
+                    ids = torch.arange(length).expand(len(members), -1)
+                for i, out in zip(members, self.aggregator(batch, ids.to(batch.device)), strict=True):
                     outputs[i] = out
-        return BaseModelOutputWithPooling(last_hidden_state=torch.cat(outputs))
+        hidden = torch.cat(outputs)
+        if any(extra_calls):
+            hidden = hidden + self._idle_calls(*extra_calls, like=hidden)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden)
+
+    def sync_calls_across_ranks(self) -> bool:
+        """Whether every rank must run the vision layers equally often (sharded weights gather per call).
+
+        `config.sync_vision_calls` decides when set; by default it is on inside a process group whose vision
+        weights are sharded (DeepSpeed ZeRO-3, FSDP), where a rank that runs a layer fewer times than another
+        leaves that rank's weight gathers unanswered and the job hangs.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return False
+        if self.config.sync_vision_calls is not None:
+            return self.config.sync_vision_calls
+        weight = self.embeddings.patch_embedding.weight
+        return (
+            hasattr(weight, "ds_id")  # DeepSpeed ZeRO-3 partitioned parameter
+            or type(weight).__name__ == "DTensor"  # FSDP2
+            or getattr(weight, "_fsdp_flattened", False)  # FSDP1
+        )
+
+    def _calls_behind_other_ranks(self, planned: tuple[int, int], device: torch.device) -> tuple[int, int]:
+        """How many (encoder, aggregator) calls this rank must add to match the busiest rank's plan."""
+        if not self.sync_calls_across_ranks() or torch.distributed.get_world_size() == 1:
+            return (0, 0)
+        counts = torch.tensor(planned, dtype=torch.long, device=device)
+        most = counts.clone()
+        torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+        return tuple((most - counts).tolist())
+
+    def _idle_calls(self, encoder_calls: int, aggregator_calls: int, like: torch.Tensor) -> torch.Tensor:
+        """Zero-valued term from `encoder_calls` one-chunk ViT micro-batches and `aggregator_calls` IFA calls."""
+        config = self.config
+        side = config.spatial_merge_size
+        term = like.new_zeros(())
+        rows = like.new_zeros(
+            1, side * side, config.num_channels * config.frames_per_chunk * config.patch_size**2
+        )
+        for _ in range(encoder_calls):
+            term = term + 0.0 * self.encode_chunks(rows, side, side).sum()
+        tokens = like.new_zeros(1, 1, config.hidden_size)
+        for _ in range(aggregator_calls):
+            term = (
+                term
+                + 0.0 * self.aggregator(tokens, torch.zeros(1, 1, dtype=torch.long, device=like.device)).sum()
+            )
+        return term
 
     @classmethod
     def from_siglip_pretrained(cls, siglip_dir, **overrides) -> "MavorsVisionModel":
@@ -546,9 +597,11 @@ class MavorsModel(MavorsPreTrainedModel):
 
         In training, every rank of a DDP / DeepSpeed job must call the vision tower the same number of times
         and touch the same parameters, whatever its batch holds (a text-only batch on one rank and a video batch
-        on another hang ZeRO-3 and trip DDP's unused-parameter check). Each forward therefore encodes one
-        image and one video; a modality missing from the batch is a single tiny blank item whose projected
-        features are added with weight 0.
+        on another hang ZeRO-3 and trip DDP's unused-parameter check). Each training forward therefore encodes
+        one image and one video; a modality missing from the batch is a single tiny blank item whose projected
+        features are added with weight 0. With sharded weights (ZeRO-3, FSDP) the same holds for every
+        prefill, gradients or not (evaluation, DPO reference forwards), and the vision model also evens out
+        its per-layer call counts across ranks (`MavorsVisionModel.sync_calls_across_ranks`).
         """
         config = self.config.vision_config
         side = config.spatial_merge_size
@@ -602,7 +655,10 @@ class MavorsModel(MavorsPreTrainedModel):
                 pixel_values_videos, video_grid_thw, video_chunk_positions, return_dict=True
             )
 
-        if self.training and torch.is_grad_enabled():
+        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        if (self.training and torch.is_grad_enabled()) or (
+            prefill and self.vision_model.sync_calls_across_ranks()
+        ):
             inputs_embeds = inputs_embeds + self._dummy_media_term(encoded, inputs_embeds)
 
         merged = {}
