@@ -2,68 +2,16 @@
 
 import pytest
 import torch
-from conftest import pack_frames, randomize_
+from conftest import pack_frames, save_qwen
 from transformers import (
     AutoTokenizer,
-    Qwen2Config,
     Qwen2ForCausalLM,
-    SiglipConfig,
     SiglipModel,
-    SiglipVisionConfig,
     SiglipVisionModel,
 )
 
 from transformers_mavors import MavorsForConditionalGeneration, MavorsVisionModel
-from transformers_mavors.testing_utils import build_tiny_tokenizer, tiny_text_config
-
-SIGLIP_KWARGS = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    image_size=56,
-    patch_size=14,
-)
-
-
-@pytest.fixture(scope="module")
-def siglip_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("siglip")
-    torch.manual_seed(0)
-    model = randomize_(SiglipVisionModel(SiglipVisionConfig(**SIGLIP_KWARGS)), std=0.05)
-    model.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def siglip_full_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("siglip_full")
-    config = SiglipConfig(
-        vision_config=SIGLIP_KWARGS,
-        text_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=100
-        ),
-    )
-    torch.manual_seed(1)
-    randomize_(SiglipModel(config), std=0.05).save_pretrained(path)
-    return path
-
-
-def save_qwen(path, tokenizer, seed=0):
-    text = tiny_text_config(vocab_size=len(tokenizer) + (-len(tokenizer)) % 8)
-    text.pop("model_type")
-    torch.manual_seed(seed)
-    model = randomize_(Qwen2ForCausalLM(Qwen2Config(**text)), seed=seed, std=0.05)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return model
-
-
-@pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("qwen")
-    save_qwen(path, build_tiny_tokenizer())
-    return path
+from transformers_mavors.testing_utils import build_tiny_tokenizer
 
 
 def test_vision_from_siglip_matches_siglip(siglip_dir):

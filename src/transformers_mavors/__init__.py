@@ -33,7 +33,34 @@ AutoModelForCausalLM.register(MavorsConfig, MavorsForConditionalGeneration, exis
 MavorsConfig.register_for_auto_class()
 MavorsForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 
+# --- pipeline task -------------------------------------------------------------------------------
+from .pipelines import VideoTextToTextPipeline, register_pipeline  # noqa: E402
+
+register_pipeline()
+
 # --- processor registration (processing issue) --------------------------------------------------
+from transformers import AutoImageProcessor, AutoProcessor  # noqa: E402
+
+# `transformers.AutoVideoProcessor` is a placeholder without torchvision; the real class lives here.
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # noqa: E402
+
+from .image_processing_mavors import MavorsImageProcessor  # noqa: E402
+from .processing_mavors import MavorsProcessor  # noqa: E402
+from .video_processing_mavors import MavorsVideoMetadata, MavorsVideoProcessor  # noqa: E402
+
+AutoImageProcessor.register(
+    MavorsConfig, image_processor_classes={"pil": MavorsImageProcessor}, exist_ok=True
+)
+# AutoVideoProcessor asks for the "torchvision" backend by default; ours needs no torchvision and answers both.
+AutoVideoProcessor.register(
+    MavorsConfig,
+    video_processor_classes={"torchvision": MavorsVideoProcessor, "pil": MavorsVideoProcessor},
+    exist_ok=True,
+)
+AutoProcessor.register(MavorsConfig, MavorsProcessor, exist_ok=True)
+MavorsProcessor.register_for_auto_class()
+MavorsImageProcessor.register_for_auto_class("AutoImageProcessor")
+MavorsVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 # --- end of processor registration ---------------------------------------------------------------
 
 __version__ = "0.1.0"
@@ -46,4 +73,9 @@ __all__ = [
     "MavorsPreTrainedModel",
     "MavorsForConditionalGeneration",
     "num_visual_tokens",
+    "MavorsImageProcessor",
+    "MavorsVideoProcessor",
+    "MavorsVideoMetadata",
+    "MavorsProcessor",
+    "VideoTextToTextPipeline",
 ]

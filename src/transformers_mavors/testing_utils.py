@@ -107,6 +107,20 @@ def tiny_mavors_config(
     )
 
 
+def tiny_processor(tokenizer=None, fps: float = 4.0, max_chunks: int = 8, max_slices: int = 9):
+    """A processor matching `tiny_vision_config()`: R_v = 56, patch 14, 4-frame chunks."""
+    from .image_processing_mavors import MavorsImageProcessor
+    from .processing_mavors import MavorsProcessor
+    from .video_processing_mavors import MavorsVideoProcessor
+
+    geometry = dict(image_size=56, patch_size=14)
+    return MavorsProcessor(
+        image_processor=MavorsImageProcessor(max_slices=max_slices, **geometry),
+        video_processor=MavorsVideoProcessor(fps=fps, max_chunks=max_chunks, frames_per_chunk=4, **geometry),
+        tokenizer=tokenizer if tokenizer is not None else build_tiny_tokenizer(),
+    )
+
+
 def make_sample_frames(num_frames: int = 32, height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 of a coloured square crossing a noisy background from left to right."""
     rng = np.random.default_rng(seed)
@@ -151,6 +165,7 @@ __all__ = [
     "tiny_vision_config",
     "tiny_text_config",
     "tiny_mavors_config",
+    "tiny_processor",
     "make_sample_frames",
     "write_sample_video",
 ]

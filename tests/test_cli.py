@@ -1,0 +1,170 @@
+"""The `mavors` console script, run in subprocesses as a user would."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from transformers import pipeline
+
+from transformers_mavors.testing_utils import write_sample_video
+
+
+def mavors(*args, timeout=300):
+    """Run the console script's entry point in a fresh interpreter."""
+    code = "import sys; from transformers_mavors.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def video_path(tmp_path_factory):
+    return str(write_sample_video(tmp_path_factory.mktemp("media") / "clip.mp4", num_frames=40, fps=8))
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, siglip_dir, qwen_dir):
+    output = tmp_path_factory.mktemp("converted") / "mavors-tiny"
+    result = mavors(
+        "convert",
+        "--vision",
+        siglip_dir,
+        "--text",
+        qwen_dir,
+        "--output",
+        output,
+        "--frames-per-chunk",
+        "4",
+        "--ifa-layers",
+        "1",
+        "--fps",
+        "4",
+        "--max-chunks",
+        "6",
+        "--dtype",
+        "float32",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output
+
+
+def test_convert_writes_a_loadable_checkpoint_with_a_model_card(converted):
+    config = json.loads((converted / "config.json").read_text())
+    assert config["vision_config"]["frames_per_chunk"] == 4
+    assert config["vision_config"]["ifa_num_hidden_layers"] == 1
+    processor_config = json.loads((converted / "processor_config.json").read_text())
+    assert processor_config["video_processor"]["fps"] == 4
+    assert processor_config["video_processor"]["frames_per_chunk"] == 4
+    card = (converted / "README.md").read_text()
+    assert "pipeline_tag: video-text-to-text" in card and "library_name: transformers" in card
+    assert "| frames per chunk (F) | 4 |" in card and "arXiv:2504.10068" in card
+    assert not list(converted.parent.glob("*.partial"))
+
+
+def test_generate_prints_what_the_pipeline_answers(converted, video_path):
+    result = mavors(
+        "generate",
+        "--model",
+        converted,
+        "--video",
+        video_path,
+        "--prompt",
+        "Describe the video.",
+        "--max-new-tokens",
+        "6",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    pipe = pipeline("video-text-to-text", model=str(converted))
+    expected = pipe(
+        videos=video_path,
+        text="Describe the video.",
+        max_new_tokens=6,
+        do_sample=False,
+        return_full_text=False,
+    )[0]["generated_text"]
+    assert result.stdout.strip() == expected.strip()
+    assert "Decoding" in result.stderr  # the progress bar
+
+
+def test_generate_streams(converted, video_path):
+    result = mavors(
+        "generate",
+        "--model",
+        converted,
+        "--video",
+        video_path,
+        "--prompt",
+        "Describe.",
+        "--max-new-tokens",
+        "4",
+        "--stream",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain = mavors(
+        "generate",
+        "--model",
+        converted,
+        "--video",
+        video_path,
+        "--prompt",
+        "Describe.",
+        "--max-new-tokens",
+        "4",
+    )
+    assert result.stdout.strip() == plain.stdout.strip()
+
+
+def test_inspect_reports_chunks_positions_and_tokens(converted, video_path):
+    result = mavors("inspect", video_path, "--model", converted, "--fps", "4", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    # 40 frames at 8 fps = 5 s; at 4 fps -> 20 frames -> 5 chunks of 4; positions floor(t * 4 / 4)
+    assert report["chunks"] == 5
+    assert [row["position"] for row in report["chunk_table"]] == [0, 1, 2, 3, 4]
+    assert report["total_tokens"] == report["chunks"] * report["tokens_per_chunk"]
+    squeezed = json.loads(
+        mavors(
+            "inspect", video_path, "--model", converted, "--fps", "4", "--max-chunks", "2", "--json"
+        ).stdout
+    )
+    assert squeezed["chunks"] == 2 and squeezed["playback_speed"] > 1
+    assert squeezed["chunk_table"][-1]["position"] > 1  # original-timeline positions survive the speed-up
+    table = mavors("inspect", video_path, "--model", converted)
+    assert table.returncode == 0 and "visual tokens" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["generate", "--model", "m", "--video", "v.mp4", "--prompt", "p", "--fps", "0"],
+            "--fps: must be > 0",
+        ),
+        (["inspect", "v.mp4", "--max-chunks", "-3"], "--max-chunks: must be >= 1"),
+        (
+            ["generate", "--model", "m", "--prompt", "p", "--frobnicate"],
+            "unrecognized arguments: --frobnicate",
+        ),
+        (["convert", "--vision", "a"], "the following arguments are required"),
+    ],
+)
+def test_bad_flags_are_usage_errors(args, message):
+    result = mavors(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "usage: mavors" in result.stderr
+
+
+def test_generate_on_an_incomplete_checkpoint_names_what_is_missing(tmp_path, video_path):
+    (tmp_path / "config.json").write_text("{}")
+    result = mavors("generate", "--model", tmp_path, "--video", video_path, "--prompt", "p")
+    assert result.returncode == 1
+    assert "model.safetensors" in result.stderr and "processor_config.json" in result.stderr
+
+
+def test_generate_on_an_unreadable_video_is_a_clean_error(converted, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    result = mavors("generate", "--model", converted, "--video", broken, "--prompt", "p")
+    assert result.returncode == 1
+    assert "broken.mp4" in result.stderr and "Traceback" not in result.stderr
