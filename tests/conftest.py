@@ -93,14 +93,18 @@ def tokens_for(grid_thw: torch.Tensor) -> int:
 
 # ---- tiny pretrained checkpoints saved by the tests (SigLIP vision, full SigLIP, Qwen2 + tokenizer) ----
 
-SIGLIP_KWARGS = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    image_size=56,
-    patch_size=14,
-)
+# the SigLIP twin of tiny_vision_config(), so Mavors built from it matches the tiny test models
+SIGLIP_KWARGS = {
+    name: getattr(tiny_vision_config(), name)
+    for name in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "image_size",
+        "patch_size",
+    )
+}
 
 
 @pytest.fixture(scope="session")

@@ -203,6 +203,17 @@ def describe_input(value: Any) -> str:
     return type(value).__name__
 
 
+def check_media_file(path: str | os.PathLike, kind: str, name: str) -> None:
+    """Refuse a missing, directory or empty `kind` ("image" / "video") file before opening it."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{kind} file {name} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"{kind} path {name} is a directory, not a file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{kind} file {name} is empty (0 bytes)")
+
+
 def open_image(
     source: str | os.PathLike | bytes | Any, max_pixels: int, name: str | None = None
 ) -> PIL.Image.Image:
@@ -220,13 +231,7 @@ def open_image(
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"image file {name} does not exist")
-        if os.path.isdir(path):
-            raise ValueError(f"image path {name} is a directory, not an image file")
-        if os.path.getsize(path) == 0:
-            raise ValueError(f"image file {name} is empty (0 bytes)")
+        check_media_file(source, "image", name)
     try:
         with warnings.catch_warnings():
             # Our own `max_pixels` check below replaces PIL's decompression-bomb warning.

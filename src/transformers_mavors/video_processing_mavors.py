@@ -44,6 +44,7 @@ from .image_processing_mavors import (
     SIGLIP_STD,
     array_to_rgb_image,
     check_image_size,
+    check_media_file,
     describe_input,
     get_dynamic_resolution,
     merge_call_options,
@@ -830,13 +831,7 @@ class MavorsVideoProcessor(VideoProcessorMixin):
     def _precheck(video: Any) -> None:
         name = describe_input(video)
         if isinstance(video, (str, os.PathLike)):
-            path = os.fspath(video)
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"video file {name} does not exist")
-            if os.path.isdir(path):
-                raise ValueError(f"video path {name} is a directory, not a video file")
-            if os.path.getsize(path) == 0:
-                raise ValueError(f"video file {name} is empty (0 bytes)")
+            check_media_file(video, "video", name)
         elif isinstance(video, bytes) and len(video) == 0:
             raise ValueError("video bytes are empty (0 bytes)")
         elif isinstance(video, (np.ndarray, torch.Tensor)) and video.shape[0] == 0:
