@@ -93,6 +93,7 @@ def main() -> None:
         "--clip", type=Path, default=Path(tempfile.gettempdir()) / "mavors_bench_720p30_60s.mp4"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--plot", type=Path, help="also draw per-round times and ratios to this PNG")
     args = parser.parse_args()
 
     cores = limit_cores(args.cores)
@@ -165,6 +166,35 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps({"cores": cores, "repeats": args.repeats, "rows": rows}, indent=2))
+    if args.plot:
+        plot(rows, cores, args.repeats, args.plot)
+
+
+def plot(rows: list[dict], cores: int, repeats: int, path: Path) -> None:
+    """Left: every timed run per variant (median marked). Right: median ratio to the bare decode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [row["variant"] for row in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    for y, row in enumerate(rows):
+        left.scatter(row["runs_s"], [y] * len(row["runs_s"]), color="tab:blue", alpha=0.6, s=18)
+        left.scatter([row["median_s"]], [y], color="black", marker="|", s=300)
+    left.axvline(SECONDS / 10, color="tab:red", linestyle="--", label="10x real time")
+    left.set_yticks(range(len(names)), names)
+    left.set_xlabel(f"seconds to process the {SECONDS} s clip (runs; bar = median)")
+    left.legend(loc="lower right")
+    ratios = [row["ratio_to_bare"] for row in rows]
+    right.barh(range(len(names)), ratios, color=["tab:gray"] + ["tab:blue"] * (len(rows) - 1))
+    right.axvline(1.3, color="tab:red", linestyle="--", label="1.3x target")
+    right.set_yticks(range(len(names)), [""] * len(names))
+    right.set_xlabel("median ratio to bare PyAV decode")
+    right.legend(loc="lower right")
+    fig.suptitle(f"{WIDTH}x{HEIGHT} {SOURCE_FPS} fps H.264, {cores} cores, {repeats} interleaved rounds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
