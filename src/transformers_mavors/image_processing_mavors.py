@@ -394,7 +394,25 @@ def to_return_type(data: dict[str, Any], return_tensors: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------
 
 
-class MavorsImageProcessor(PilBackend):
+class MavorsPixelDefaults:
+    """Defaults the image and video processors share, so their geometry and normalisation cannot drift apart:
+    SigLIP-so400m-patch14-384 (R_v 384, patch 14), 2x2 pooling, SigLIP's mean/std and bicubic resampling."""
+
+    image_size = 384
+    patch_size = 14
+    spatial_merge_size = 2
+    max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
+    resample = PILImageResampling.BICUBIC
+    image_mean = list(SIGLIP_MEAN)
+    image_std = list(SIGLIP_STD)
+    do_resize = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    do_convert_rgb = True
+
+
+class MavorsImageProcessor(MavorsPixelDefaults, PilBackend):
     r"""
     Image processor of Mavors (PIL/NumPy backend, no torchvision).
 
@@ -424,19 +442,7 @@ class MavorsImageProcessor(PilBackend):
     valid_kwargs = MavorsImagesKwargs
     model_input_names = ["pixel_values", "image_grid_thw"]
 
-    resample = PILImageResampling.BICUBIC
-    image_mean = list(SIGLIP_MEAN)
-    image_std = list(SIGLIP_STD)
-    do_resize = True
-    do_rescale = True
-    rescale_factor = 1 / 255
-    do_normalize = True
-    do_convert_rgb = True
-    image_size = 384
-    patch_size = 14
-    spatial_merge_size = 2
     max_slices = 9
-    max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
 
     def __init__(self, **kwargs: Unpack[MavorsImagesKwargs]) -> None:
         super().__init__(**kwargs)

@@ -325,8 +325,8 @@ class MavorsVisionModel(MavorsPreTrainedModel):
             raise ValueError(
                 f"grid_thw describes {sum(patches_per_item)} patches but pixel values have {pixel_values.shape[0]} rows"
             )
-        for t, h, w in grid:
-            num_visual_tokens((t, h, w), config.spatial_merge_size)  # validates even sides
+        # tokens per item; also rejects grids whose sides the pooling window does not divide
+        length_groups = _group_by([num_visual_tokens(row, config.spatial_merge_size) for row in grid])
         chunks_per_item = [t for t, _, _ in grid]
         if chunk_positions is None:
             chunk_positions = torch.cat([torch.arange(t) for t in chunks_per_item]).to(pixel_values.device)
@@ -337,7 +337,6 @@ class MavorsVisionModel(MavorsPreTrainedModel):
 
         # IVE, items sharing a patch grid batched together: (t*h*w, row) -> (t, h*w/4, d) per item
         grid_groups = _group_by([(h, w) for _, h, w in grid])
-        length_groups = _group_by([num_visual_tokens(row, config.spatial_merge_size) for row in grid])
         planned_calls = (
             sum(
                 -(-sum(grid[i][0] for i in members) // config.vision_chunk_batch_size)

@@ -39,9 +39,7 @@ from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from .image_processing_mavors import (
-    DEFAULT_MAX_IMAGE_PIXELS,
-    SIGLIP_MEAN,
-    SIGLIP_STD,
+    MavorsPixelDefaults,
     array_to_rgb_image,
     check_image_size,
     check_media_file,
@@ -660,7 +658,7 @@ def _scan_timeline(container: Any, stream: Any) -> tuple[float | None, float]:
 # --------------------------------------------------------------------------------------------------------
 
 
-class MavorsVideoProcessor(VideoProcessorMixin):
+class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
     r"""
     Video processor of Mavors (PyAV decoding, no torchvision).
 
@@ -696,18 +694,6 @@ class MavorsVideoProcessor(VideoProcessorMixin):
     fps = 4.0
     frames_per_chunk = 16
     max_chunks = 60
-    image_size = 384
-    patch_size = 14
-    spatial_merge_size = 2
-    max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
-    resample = PILImageResampling.BICUBIC
-    image_mean = list(SIGLIP_MEAN)
-    image_std = list(SIGLIP_STD)
-    do_resize = True
-    do_rescale = True
-    rescale_factor = 1 / 255
-    do_normalize = True
-    do_convert_rgb = True
     do_sample_frames = True
     return_metadata = False
 
