@@ -28,6 +28,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def compression_threshold(text: str) -> float:
+    from .configuration_mavors import check_token_compression_threshold
+
+    try:
+        return check_token_compression_threshold(float(text), "--token-compression-threshold")
+    except ValueError as error:  # float() of a non-number, NaN, negative
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mavors", description="Mavors video/image language models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -42,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-chunks", type=positive_int, help="chunk budget before accelerated playback")
     generate.add_argument("--max-new-tokens", type=positive_int, default=128)
     generate.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    generate.add_argument(
+        "--token-compression-threshold",
+        type=compression_threshold,
+        metavar="COS",
+        help="merge video tokens whose cosine similarity to the same token of the previous chunk exceeds COS "
+        "(e.g. 0.9; default: the checkpoint's setting, normally off)",
+    )
     generate.add_argument("--dtype", choices=DTYPES, default="auto")
     generate.add_argument("--trust-remote-code", action="store_true", help="load a checkpoint's own code")
     generate.set_defaults(func=run_generate)
@@ -65,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--max-chunks", type=positive_int)
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
     inspect.set_defaults(func=run_inspect)
+
+    niah = commands.add_parser("niah", help="chunk-level needle-in-a-haystack evaluation of a checkpoint")
+    niah.add_argument("--model", required=True, help="checkpoint directory")
+    niah.add_argument("--haystack", help="haystack video file (default: the synthetic drifting-square video)")
+    niah.add_argument(
+        "--chunks", type=positive_int, nargs="+", default=[2, 4, 8, 16, 32], help="video lengths c_V to test"
+    )
+    niah.add_argument("--frames", type=int, nargs="+", help="needle frames within its chunk (default: all)")
+    niah.add_argument("--question", help="the question (default: 'What colour is the flash?')")
+    niah.add_argument("--batch-size", type=positive_int, default=16)
+    niah.add_argument("--json", help="write the per-cell accuracies and every answer to this file")
+    niah.add_argument("--plot", help="write the c_V x chunk heatmap to this PNG file")
+    niah.add_argument("--trust-remote-code", action="store_true", help="load a checkpoint's own code")
+    niah.set_defaults(func=run_niah)
     return parser
 
 
@@ -105,9 +135,31 @@ def run_generate(args) -> int:
     streamer = (
         TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
     )
+    threshold = args.token_compression_threshold
+    if threshold is None:
+        threshold = model.config.vision_config.token_compression_threshold
+    extra = {}
     with torch.inference_mode():
+        if threshold is not None and "pixel_values_videos" in inputs:
+            # token compression: encode the video first, then shrink its placeholders to the tokens kept
+            video = model.get_video_features(
+                inputs["pixel_values_videos"],
+                inputs["video_grid_thw"],
+                inputs["video_chunk_positions"],
+                token_compression_threshold=threshold,
+                return_dict=True,
+            )
+            full = int((inputs["input_ids"] == processor.video_token_id).sum())
+            inputs = processor.resize_video_placeholders(inputs, video.token_counts)
+            extra["mm_encoder_outputs"] = {"video": video}
+            kept = int(video.token_counts.sum())
+            print(
+                f"token compression at threshold {threshold:g}: kept {kept} of {full} video tokens "
+                f"({kept / full:.0%}); prompt {inputs['input_ids'].shape[1]} tokens",
+                file=sys.stderr,
+            )
         output = model.generate(
-            **inputs, max_new_tokens=args.max_new_tokens, do_sample=False, streamer=streamer
+            **inputs, **extra, max_new_tokens=args.max_new_tokens, do_sample=False, streamer=streamer
         )
     if not args.stream:
         print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
@@ -198,6 +250,33 @@ def run_inspect(args) -> int:
     print(f"{'chunk':>5}  {'position':>8}  {'start s':>8}  {'end s':>8}")
     for row in report["chunk_table"]:
         print(f"{row['chunk']:>5}  {row['position']:>8}  {row['start_s']:>8.2f}  {row['end_s']:>8.2f}")
+    return 0
+
+
+def run_niah(args) -> int:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from .hub import check_checkpoint_dir
+    from .synthetic import niah
+
+    model_dir = args.model
+    check_checkpoint_dir(model_dir)
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=args.trust_remote_code)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, trust_remote_code=args.trust_remote_code)
+    processor.check_model_config(model.config)
+    haystack = niah.read_frames(args.haystack, processor.video_processor.fps) if args.haystack else None
+    options = {"question": args.question} if args.question else {}
+    result = niah.run_needle_in_haystack(
+        model, processor, haystack, args.chunks, frames=args.frames, batch_size=args.batch_size, **options
+    )
+    print(f"{'c_V':>4}  accuracy  (per needle chunk, {result.trials} trials each)")
+    for n in result.chunk_counts:
+        cells = " ".join(f"{value:.2f}" for value in result.accuracy[n])
+        print(f"{n:>4}  {sum(result.accuracy[n]) / n:8.3f}  {cells}")
+    if args.json:
+        niah.save_result(result, args.json)
+    if args.plot:
+        niah.plot_heatmap(result, args.plot)
     return 0
 
 

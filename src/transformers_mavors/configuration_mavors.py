@@ -1,5 +1,7 @@
 """Configurations of Mavors: the vision tower (IVE + IFA) and the full vision-language model."""
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -36,6 +38,25 @@ def add_vision_special_tokens(tokenizer) -> int:
     if missing:
         tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     return len(missing)
+
+
+def check_token_compression_threshold(value, name: str = "token_compression_threshold") -> float | None:
+    """Validate a token-compression threshold (paper §5.4); returns it as a float, or `None` (compression off).
+
+    A threshold is a cosine similarity: tokens merge when their similarity is strictly above it. Any number
+    >= 0 is accepted; above 1 nothing can merge (cosine similarity is at most 1), which equals no compression.
+    Non-numbers are a `TypeError`, NaN and negative values a `ValueError`.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number >= 0 or None, got {type(value).__name__} {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(
+            f"{name} must be a cosine-similarity threshold >= 0 (typically 0.7-0.99; above 1 merges nothing) "
+            f"or None to switch compression off, got {value}"
+        )
+    return float(value)
 
 
 def num_visual_tokens(grid_thw, spatial_merge_size: int = 2) -> int:
@@ -89,6 +110,12 @@ class MavorsVisionConfig(PreTrainedConfig):
             which is detected when this is left at `None`; harmful for ranks that generate independently.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation used to initialise the aggregator's linear layers.
+        token_compression_threshold (`float`, *optional*):
+            Token compression before the aggregator (paper §5.4): a video token whose cosine similarity to the token
+            at the same index of the previous chunk exceeds this threshold is merged into it (averaged; the earlier
+            chunk's position id is kept). `None` (default) switches compression off; above 1 nothing merges. With
+            compression on, a video yields fewer tokens than the processor's default placeholder count: build the
+            prompt with the counts the model reports (see `docs/usage.md`, "Token compression").
     """
 
     model_type = "mavors_vision"
@@ -114,6 +141,7 @@ class MavorsVisionConfig(PreTrainedConfig):
     vision_chunk_batch_size: int = 16
     sync_vision_calls: bool | None = None
     initializer_range: float = 0.02
+    token_compression_threshold: float | int | None = None
 
     def validate_architecture(self):
         """Part of `@strict` validation: reject sizes the model cannot be built with."""
@@ -128,6 +156,7 @@ class MavorsVisionConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ifa_num_hidden_layers < 0:
             raise ValueError(f"ifa_num_hidden_layers must be >= 0, got {self.ifa_num_hidden_layers}")
+        check_token_compression_threshold(self.token_compression_threshold)
         if self.ifa_position_mode not in IFA_POSITION_MODES:
             raise ValueError(
                 f"ifa_position_mode must be one of {IFA_POSITION_MODES}, got {self.ifa_position_mode!r}"
@@ -195,6 +224,7 @@ __all__ = [
     "MavorsVisionConfig",
     "MavorsConfig",
     "num_visual_tokens",
+    "check_token_compression_threshold",
     "add_vision_special_tokens",
     "VISION_SPECIAL_TOKENS",
     "VISION_START",

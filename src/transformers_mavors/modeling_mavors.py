@@ -7,6 +7,7 @@ Reading order, small blocks first:
 - SigLIP encoder layers (transformers' own `SiglipEncoder`) and post-layernorm, then 2x2 average pooling.
 - `MavorsAggregator`: the Inter-chunk Feature Aggregator, causal transformer layers whose rotary positions
   are chunk timestamps (C-RoPE, eqs. 2-6).
+- `merge_similar_chunk_tokens`: optional token compression between the two encoders (paper §5.4), off by default.
 - `MavorsVisionModel`: the two encoders over packed, variable-resolution inputs.
 - `MavorsModel`: vision model -> MLP projector -> Qwen2 language model, visual features replacing placeholder
   tokens.
@@ -35,7 +36,12 @@ from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 from transformers.models.siglip.modeling_siglip import SiglipEncoder, eager_attention_forward
 from transformers.utils import can_return_tuple, logging
 
-from .configuration_mavors import MavorsConfig, MavorsVisionConfig, num_visual_tokens
+from .configuration_mavors import (
+    MavorsConfig,
+    MavorsVisionConfig,
+    check_token_compression_threshold,
+    num_visual_tokens,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -68,14 +74,18 @@ class MavorsVisionEmbeddings(nn.Module):
         self.grid_side = config.image_size // config.patch_size  # P_v: patches per side at pretraining
         self.position_embedding = nn.Embedding(self.grid_side**2, config.hidden_size)
 
-    def patch_kernel(self, num_frames: int) -> torch.Tensor:
-        """The kernel as a `(d, C*frames*p*p)` matrix, 1/F scale included, for rows of `num_frames` frames."""
+    def patch_kernel(self, num_frames: int) -> tuple[torch.Tensor, float]:
+        """The kernel as a `(d, C*frames*p*p)` matrix for rows of `num_frames` frames, and the scale to apply.
+
+        For chunks the matrix is a view of the stored weight and the scale is eq. 1's 1/F, applied by the GEMM
+        itself (its alpha), so no scaled copy of the `d x C*F*p*p` kernel is made per call.
+        """
         weight = self.patch_embedding.weight  # (d, C, F, p, p)
         if num_frames == self.frames_per_chunk:
-            return weight.flatten(1) / self.frames_per_chunk
+            return weight.flatten(1), 1.0 / self.frames_per_chunk
         if num_frames == 1:
             # one frame standing for all F temporal positions: sum_t W_t x / F = mean_t(W_t) x
-            return weight.mean(dim=2).flatten(1)
+            return weight.mean(dim=2).flatten(1), 1.0
         raise ValueError(
             f"patch rows must hold 1 or frames_per_chunk={self.frames_per_chunk} frames, got {num_frames}"
         )
@@ -90,13 +100,27 @@ class MavorsVisionEmbeddings(nn.Module):
         grid = F.interpolate(grid.float(), size=(height, width), mode="bicubic", align_corners=False)
         return grid.to(table.dtype).permute(0, 2, 3, 1).reshape(height * width, -1)
 
-    def forward(self, pixel_rows: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """`(chunks, h*w, C*frames*p*p)` patch rows of chunks sharing one grid -> `(chunks, h*w, d)`."""
+    def forward(
+        self,
+        pixel_rows: torch.Tensor,
+        height: int,
+        width: int,
+        position_embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`(chunks, h*w, C*frames*p*p)` patch rows of chunks sharing one grid -> `(chunks, h*w, d)`.
+
+        `position_embeddings` (`(h*w, d)`, from `position_embeddings(height, width)`) may be passed by a caller
+        that embeds many micro-batches of one grid, so the resampling runs once.
+        """
         num_frames = pixel_rows.shape[-1] // (self.config.num_channels * self.patch_size**2)
-        kernel = self.patch_kernel(num_frames)
-        # eq. 1: F_i = Conv(C_i) / F, computed as a matmul on pre-cut patches: (chunks, n_V, d)
-        embeddings = F.linear(pixel_rows.to(kernel.dtype), kernel, self.patch_embedding.bias)
-        return embeddings + self.position_embeddings(height, width)
+        kernel, scale = self.patch_kernel(num_frames)
+        rows = pixel_rows.reshape(-1, pixel_rows.shape[-1]).to(kernel.dtype)
+        # eq. 1: F_i = Conv(C_i) / F as one GEMM on the pre-cut patches, bias + (1/F) rows @ W^T: (chunks*n_V, d)
+        embeddings = torch.addmm(self.patch_embedding.bias, rows, kernel.t(), alpha=scale)
+        if position_embeddings is None:
+            position_embeddings = self.position_embeddings(height, width)
+        # eq. 7, added in place: (chunks, n_V, d)
+        return embeddings.view(*pixel_rows.shape[:-1], -1).add_(position_embeddings)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -214,6 +238,50 @@ class MavorsAggregator(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
+# Optional token compression before the IFA (paper §5.4)
+# ------------------------------------------------------------------------------------------------
+
+
+def merge_similar_chunk_tokens(
+    features: torch.Tensor, chunk_positions: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge tokens that barely change from one chunk to the next (paper §5.4): `(c, n, d)` -> `(k, d)`, `(k,)`.
+
+    `features` are one video's pooled IVE tokens (c chunks of n tokens), `chunk_positions` its `(c,)` C-RoPE ids.
+    Each token index j is a track through the chunks. Walking the chunks in order, token (i, j) is compared by
+    cosine similarity with the open run of track j: the average of the tokens merged into it so far, which is
+    token (i-1, j) itself when nothing merged into that one. Strictly above `threshold`, (i, j) joins the run;
+    otherwise the run closes and (i, j) opens a new one. Each run becomes one token, the plain average of its
+    members, at the position id of the chunk it started in (the earlier chunk's, as the paper keeps).
+
+    Returns the kept tokens and their position ids, ordered by starting chunk, then by index within the chunk
+    (row-major), so the IFA's token-order causal mask still reads the video in time order. The first chunk never
+    merges (n <= k <= c*n); a threshold above 1 merges nothing.
+    """
+    chunks, n, _ = features.shape
+    # average in at least float32, whatever the model dtype
+    values = features.to(torch.promote_types(features.dtype, torch.float32))
+    index = torch.arange(n, device=features.device)
+    total, count = values[0].clone(), values.new_ones(n)
+    start = torch.zeros(n, dtype=torch.long, device=features.device)  # chunk where each open run began
+    closed_tokens, closed_keys = [], []
+    for i in range(1, chunks):
+        mean = total / count[:, None]  # open run of every track: (n, d)
+        similarity = F.cosine_similarity(values[i], mean, dim=-1).clamp(-1.0, 1.0)  # (n,)
+        merge = similarity > threshold
+        closed_tokens.append(mean[~merge])
+        closed_keys.append((start * n + index)[~merge])
+        total = torch.where(merge[:, None], total + values[i], values[i])
+        count = torch.where(merge, count + 1, torch.ones_like(count))
+        start = torch.where(merge, start, torch.full_like(start, i))
+    closed_tokens.append(total / count[:, None])
+    closed_keys.append(start * n + index)
+    keys, order = torch.cat(closed_keys).sort()
+    tokens = torch.cat(closed_tokens)[order].to(features.dtype)
+    return tokens, chunk_positions[keys // n]
+
+
+# ------------------------------------------------------------------------------------------------
 # Pretrained model base
 # ------------------------------------------------------------------------------------------------
 
@@ -238,6 +306,25 @@ class MavorsPreTrainedModel(PreTrainedModel):
             # SigLIP features through unchanged (transformers only calls this on modules holding parameters)
             init.zeros_(module.weight)
             init.zeros_(module.bias)
+
+
+@dataclass
+class MavorsVisionModelOutput(BaseModelOutputWithPooling):
+    r"""
+    Output of [`MavorsVisionModel`] (and of `get_image_features` / `get_video_features`).
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(sum of tokens, hidden_size)`):
+            Aggregator output of every item, in input order.
+        pooler_output (`tuple(torch.FloatTensor)`, *optional*):
+            Set by `get_image_features` / `get_video_features`: the projected features, one `(tokens, hidden)` tensor
+            per item.
+        token_counts (`torch.LongTensor` of shape `(items,)`):
+            Tokens each item yields: `num_visual_tokens(grid row)`, or fewer for a video whose tokens were merged by
+            token compression. This is the number of placeholder tokens the item needs in the prompt.
+    """
+
+    token_counts: torch.LongTensor | None = None
 
 
 def _group_by(keys: list) -> dict:
@@ -274,9 +361,10 @@ class MavorsVisionModel(MavorsPreTrainedModel):
         micro-batch, whatever the video length.
         """
         s = self.config.spatial_merge_size
+        positions = self.embeddings.position_embeddings(height, width)  # eq. 7, resampled once per grid
         pooled = []
         for batch in pixel_rows.split(self.config.vision_chunk_batch_size):
-            hidden = self.embeddings(batch, height, width)  # eq. 1 + eq. 7: (b, n_V, d)
+            hidden = self.embeddings(batch, height, width, positions)  # eq. 1 + eq. 7: (b, n_V, d)
             hidden = self.encoder(inputs_embeds=hidden).last_hidden_state  # ViT: (b, n_V, d)
             hidden = self.post_layernorm(hidden)
             # 2x2 average pooling on the row-major patch grid: (b, n_V, d) -> (b, n_V / 4, d)
@@ -289,8 +377,9 @@ class MavorsVisionModel(MavorsPreTrainedModel):
         pixel_values: torch.Tensor,
         grid_thw: torch.LongTensor,
         chunk_positions: torch.LongTensor | None = None,
+        token_compression_threshold: float | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling:
+    ) -> MavorsVisionModelOutput:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(sum of patches, C*frames*p*p)`):
@@ -300,10 +389,16 @@ class MavorsVisionModel(MavorsPreTrainedModel):
             chunk_positions (`torch.LongTensor` of shape `(sum of chunks,)`, *optional*):
                 C-RoPE position id of every chunk, from its first frame's timestamp on the original timeline.
                 Defaults to `0, 1, 2, ...` within each item (contiguous chunks).
+            token_compression_threshold (`float`, *optional*):
+                Merge similar same-index tokens of adjacent chunks before the aggregator
+                (`merge_similar_chunk_tokens`); defaults to `config.token_compression_threshold` (`None`: off). A
+                value above 1 merges nothing, so `float("inf")` switches a configured compression off for one call.
+                Items of one chunk (images, short videos) are never affected.
 
         Returns:
-            `BaseModelOutputWithPooling` whose `last_hidden_state` is `(sum of tokens, d_V)`: the aggregator output of
-            every item, in input order, `(h/2)*(w/2)` tokens per chunk in row-major order of the pooled grid.
+            `MavorsVisionModelOutput` whose `last_hidden_state` is `(sum of tokens, d_V)`: the aggregator output of
+            every item, in input order, `(h/2)*(w/2)` tokens per chunk in row-major order of the pooled grid (with
+            compression: the kept tokens, by starting chunk then index), and `token_counts` the tokens per item.
         """
         config = self.config
         if not torch.is_floating_point(pixel_values):
@@ -325,8 +420,12 @@ class MavorsVisionModel(MavorsPreTrainedModel):
             raise ValueError(
                 f"grid_thw describes {sum(patches_per_item)} patches but pixel values have {pixel_values.shape[0]} rows"
             )
+        threshold = self._compression_threshold(token_compression_threshold)
+        compressed = [threshold is not None and t > 1 for t, _, _ in grid]
         # tokens per item; also rejects grids whose sides the pooling window does not divide
-        length_groups = _group_by([num_visual_tokens(row, config.spatial_merge_size) for row in grid])
+        lengths = [num_visual_tokens(row, config.spatial_merge_size) for row in grid]
+        # IFA batches: items of equal length; a compressed video alone, its length is known only after merging
+        length_groups = _group_by([("compressed", i) if compressed[i] else n for i, n in enumerate(lengths)])
         chunks_per_item = [t for t, _, _ in grid]
         if chunk_positions is None:
             chunk_positions = torch.cat([torch.arange(t) for t in chunks_per_item]).to(pixel_values.device)
@@ -354,24 +453,39 @@ class MavorsVisionModel(MavorsPreTrainedModel):
             for i, features in zip(members, encoded.split([grid[i][0] for i in members]), strict=True):
                 pooled[i] = features
 
-        # IFA per item (a video, or one image piece), items of equal length batched: (L, d) each
+        # eq. 2: one token sequence per item (a video, or one image piece): (L, d), C-RoPE id per token (L,)
         positions = chunk_positions.split(chunks_per_item)
         sequences = [features.flatten(0, 1) for features in pooled]
+        # C-RoPE: every token of chunk i carries chunk i's position id
+        token_positions = [positions[i].repeat_interleave(pooled[i].shape[1]) for i in range(len(grid))]
+        for i in (i for i, on in enumerate(compressed) if on):
+            # §5.4: (c*n, d) -> (k, d), each kept token at its first chunk's position id
+            sequences[i], token_positions[i] = merge_similar_chunk_tokens(pooled[i], positions[i], threshold)
+
+        # IFA, items of equal length batched
         outputs: list[torch.Tensor | None] = list(sequences)
         if config.ifa_num_hidden_layers:
-            for length, members in length_groups.items():
+            for members in length_groups.values():
                 batch = torch.stack([sequences[i] for i in members])
                 if config.ifa_position_mode == "chunk":
-                    # C-RoPE: every token of chunk i carries chunk i's position id
-                    ids = torch.stack([positions[i].repeat_interleave(pooled[i].shape[1]) for i in members])
+                    ids = torch.stack([token_positions[i] for i in members])
                 else:
-                    ids = torch.arange(length).expand(len(members), -1)
+                    ids = torch.arange(batch.shape[1]).expand(len(members), -1)
                 for i, out in zip(members, self.aggregator(batch, ids.to(batch.device)), strict=True):
                     outputs[i] = out
         hidden = torch.cat(outputs)
         if any(extra_calls):
             hidden = hidden + self._idle_calls(*extra_calls, like=hidden)
-        return BaseModelOutputWithPooling(last_hidden_state=hidden)
+        token_counts = torch.tensor([len(sequence) for sequence in sequences], device=hidden.device)
+        return MavorsVisionModelOutput(last_hidden_state=hidden, token_counts=token_counts)
+
+    def _compression_threshold(self, threshold: float | None) -> float | None:
+        """The threshold in force for one call (`None` = the config's); `None` when nothing could merge."""
+        if threshold is None:
+            threshold = self.config.token_compression_threshold
+        threshold = check_token_compression_threshold(threshold)
+        # cosine similarity is at most 1: above it nothing merges, so skip the pass and stay bit-identical to off
+        return None if threshold is None or threshold > 1 else threshold
 
     def sync_calls_across_ranks(self) -> bool:
         """Whether every rank must run the vision layers equally often (sharded weights gather per call).
@@ -527,18 +641,20 @@ class MavorsModel(MavorsPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.language_model.set_input_embeddings(value)
 
-    def _project_per_item(self, pixel_values, grid_thw, chunk_positions=None) -> BaseModelOutputWithPooling:
-        vision_outputs = self.vision_model(pixel_values, grid_thw, chunk_positions)
+    def _project_per_item(
+        self, pixel_values, grid_thw, chunk_positions=None, token_compression_threshold=None
+    ) -> MavorsVisionModelOutput:
+        vision_outputs = self.vision_model(
+            pixel_values, grid_thw, chunk_positions, token_compression_threshold=token_compression_threshold
+        )
         features = self.projector(vision_outputs.last_hidden_state)
-        merge = self.config.vision_config.spatial_merge_size
-        sizes = [num_visual_tokens(row, merge) for row in grid_thw.tolist()]
-        vision_outputs.pooler_output = tuple(features.split(sizes))
+        vision_outputs.pooler_output = tuple(features.split(vision_outputs.token_counts.tolist()))
         return vision_outputs
 
     @can_return_tuple
     def get_image_features(
         self, pixel_values: torch.FloatTensor, image_grid_thw: torch.LongTensor, **kwargs
-    ) -> BaseModelOutputWithPooling:
+    ) -> MavorsVisionModelOutput:
         r"""
         Encode and project image pieces.
 
@@ -547,9 +663,10 @@ class MavorsModel(MavorsPreTrainedModel):
             image_grid_thw (`torch.LongTensor` of shape `(pieces, 3)`): `(1, h, w)` per piece, in text order.
 
         Returns:
-            `BaseModelOutputWithPooling` with `pooler_output` a tuple of one `(tokens, hidden)` tensor per piece
-            (thumbnail or sub-image) and `last_hidden_state` the unprojected vision features.
+            `MavorsVisionModelOutput` with `pooler_output` a tuple of one `(tokens, hidden)` tensor per piece
+            (thumbnail or sub-image), `last_hidden_state` the unprojected vision features and `token_counts`.
         """
+        # a piece is one chunk: token compression never applies, whatever the config says
         return self._project_per_item(pixel_values, image_grid_thw)
 
     @can_return_tuple
@@ -558,20 +675,29 @@ class MavorsModel(MavorsPreTrainedModel):
         pixel_values_videos: torch.FloatTensor,
         video_grid_thw: torch.LongTensor,
         video_chunk_positions: torch.LongTensor | None = None,
+        token_compression_threshold: float | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling:
+    ) -> MavorsVisionModelOutput:
         r"""
-        Encode and project videos.
+        Encode and project videos. Step 1 of the token-compression path (see `docs/usage.md`): encode with a
+        threshold, build the prompt with `token_counts` placeholders per video, pass this output to `generate` as
+        `mm_encoder_outputs={"video": output}`.
 
         Args:
             pixel_values_videos (`torch.FloatTensor` of shape `(sum of patches, C*F*p*p)`): packed chunks.
             video_grid_thw (`torch.LongTensor` of shape `(videos, 3)`): `(chunks, h, w)` per video.
             video_chunk_positions (`torch.LongTensor` of shape `(sum of chunks,)`, *optional*): C-RoPE ids.
+            token_compression_threshold (`float`, *optional*): merge similar same-index tokens of adjacent chunks
+                before the aggregator (paper §5.4); defaults to `config.vision_config.token_compression_threshold`
+                (`None`: off). Above 1 nothing merges.
 
         Returns:
-            `BaseModelOutputWithPooling` with `pooler_output` a tuple of one `(tokens, hidden)` tensor per video.
+            `MavorsVisionModelOutput` with `pooler_output` a tuple of one `(tokens, hidden)` tensor per video and
+            `token_counts` `(videos,)`, the placeholder count each video needs.
         """
-        return self._project_per_item(pixel_values_videos, video_grid_thw, video_chunk_positions)
+        return self._project_per_item(
+            pixel_values_videos, video_grid_thw, video_chunk_positions, token_compression_threshold
+        )
 
     def get_placeholder_mask(
         self, input_ids, inputs_embeds, token_id: int, features: torch.Tensor, name: str
@@ -584,10 +710,17 @@ class MavorsModel(MavorsPreTrainedModel):
             mask = input_ids == token_id
         num_tokens = int(mask.sum())
         if num_tokens != features.shape[0]:
+            hint = ""
+            if name == "video" and num_tokens > features.shape[0]:
+                hint = (
+                    "; with token compression on, build the prompt with the counts the model reports: "
+                    "`processor(..., video_token_counts=output.token_counts)` or "
+                    "`processor.resize_video_placeholders(inputs, output.token_counts)` (docs/usage.md)"
+                )
             raise ValueError(
                 f"{name} features and {name} placeholder tokens do not match: the text has {num_tokens} placeholder "
                 f"tokens (id {token_id}) but the {name} inputs produce {features.shape[0]} features; build inputs with "
-                "MavorsProcessor so each placeholder is expanded to its token count"
+                f"MavorsProcessor so each placeholder is expanded to its token count{hint}"
             )
         return mask.unsqueeze(-1)
 
@@ -629,6 +762,7 @@ class MavorsModel(MavorsPreTrainedModel):
         video_grid_thw: torch.LongTensor | None = None,
         video_chunk_positions: torch.LongTensor | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        token_compression_threshold: float | None = None,
         **kwargs,
     ) -> MavorsModelOutputWithPast:
         r"""
@@ -637,21 +771,32 @@ class MavorsModel(MavorsPreTrainedModel):
             pixel_values_videos, video_grid_thw, video_chunk_positions: packed videos (see `get_video_features`).
             mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
                 Already encoded media, keyed `"image"` / `"video"`, as returned by `get_*_features`; `generate`
-                passes them so the vision tower runs once, in prefill.
+                passes them so the vision tower runs once, in prefill. A modality comes either as pixel values or
+                here, not both.
+            token_compression_threshold (`float`, *optional*):
+                Token compression of videos given as pixel values (see `get_video_features`); the prompt must then
+                hold the reduced placeholder counts.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if (pixel_values is not None or pixel_values_videos is not None) and mm_encoder_outputs:
-            raise ValueError("pass either pixel values or mm_encoder_outputs, not both")
+        encoded = dict(mm_encoder_outputs or {})
+        for modality, pixels in (("image", pixel_values), ("video", pixel_values_videos)):
+            if pixels is not None and encoded.get(modality) is not None:
+                raise ValueError(
+                    f"{modality}s came both as pixel values and in mm_encoder_outputs[{modality!r}]; pass one of them"
+                )
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        encoded = dict(mm_encoder_outputs or {})
         if pixel_values is not None:
             encoded["image"] = self.get_image_features(pixel_values, image_grid_thw, return_dict=True)
         if pixel_values_videos is not None:
             encoded["video"] = self.get_video_features(
-                pixel_values_videos, video_grid_thw, video_chunk_positions, return_dict=True
+                pixel_values_videos,
+                video_grid_thw,
+                video_chunk_positions,
+                token_compression_threshold=token_compression_threshold,
+                return_dict=True,
             )
 
         prefill = past_key_values is None or past_key_values.get_seq_length() == 0
@@ -721,10 +866,21 @@ class MavorsForConditionalGeneration(MavorsPreTrainedModel, GenerationMixin):
         """See [`MavorsModel.get_image_features`]."""
         return self.model.get_image_features(pixel_values, image_grid_thw, **kwargs)
 
-    def get_video_features(self, pixel_values_videos, video_grid_thw, video_chunk_positions=None, **kwargs):
+    def get_video_features(
+        self,
+        pixel_values_videos,
+        video_grid_thw,
+        video_chunk_positions=None,
+        token_compression_threshold: float | None = None,
+        **kwargs,
+    ):
         """See [`MavorsModel.get_video_features`]."""
         return self.model.get_video_features(
-            pixel_values_videos, video_grid_thw, video_chunk_positions, **kwargs
+            pixel_values_videos,
+            video_grid_thw,
+            video_chunk_positions,
+            token_compression_threshold=token_compression_threshold,
+            **kwargs,
         )
 
     @can_return_tuple
@@ -743,6 +899,7 @@ class MavorsForConditionalGeneration(MavorsPreTrainedModel, GenerationMixin):
         video_grid_thw: torch.LongTensor | None = None,
         video_chunk_positions: torch.LongTensor | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        token_compression_threshold: float | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> MavorsCausalLMOutputWithPast:
@@ -767,6 +924,7 @@ class MavorsForConditionalGeneration(MavorsPreTrainedModel, GenerationMixin):
             video_grid_thw=video_grid_thw,
             video_chunk_positions=video_chunk_positions,
             mm_encoder_outputs=mm_encoder_outputs,
+            token_compression_threshold=token_compression_threshold,
             return_dict=True,
             **kwargs,
         )
@@ -807,6 +965,8 @@ class MavorsForConditionalGeneration(MavorsPreTrainedModel, GenerationMixin):
 __all__ = [
     "MavorsPreTrainedModel",
     "MavorsVisionModel",
+    "MavorsVisionModelOutput",
+    "merge_similar_chunk_tokens",
     "MavorsModel",
     "MavorsForConditionalGeneration",
 ]

@@ -7,6 +7,8 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import Pipeline
 from transformers.pipelines.image_text_to_text import Chat, ImageTextToTextPipeline
 
+from .configuration_mavors import check_token_compression_threshold
+
 # processor options a pipeline call may set; they are forwarded to the processor, not to the chat template
 PROCESSOR_OPTIONS = ("fps", "max_chunks", "max_slices", "video_metadata", "max_image_pixels")
 # everything `generate` understands besides `max_new_tokens` (which the parent pipeline already routes)
@@ -73,6 +75,10 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
     `video_metadata`) and generation kwargs (`max_new_tokens`, `do_sample`, `streamer`, ...) pass through;
     `batch_size` groups prompts into one left-padded `generate` call. Returns, per prompt, a list of dicts with
     `"generated_text"` (and `"input_text"`); `return_full_text=False` returns only the new text.
+
+    `token_compression_threshold=0.9` (or a checkpoint whose vision config sets it) merges similar tokens of
+    adjacent chunks (paper §5.4): the pipeline then encodes the videos first, shrinks each video's placeholders to
+    the tokens kept and hands `generate` the encoded videos.
     """
 
     def __init__(self, *args, **kwargs):
@@ -93,9 +99,35 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
         direct = {name: kwargs.pop(name) for name in list(kwargs) if name in GENERATE_OPTIONS}
         if direct:
             generate_kwargs = {**(generate_kwargs or {}), **direct}
-        return super()._sanitize_parameters(
+        threshold = kwargs.pop("token_compression_threshold", None)
+        preprocess, forward, postprocess = super()._sanitize_parameters(
             processor_kwargs=processor_kwargs, generate_kwargs=generate_kwargs, **kwargs
         )
+        if threshold is not None:
+            forward["token_compression_threshold"] = check_token_compression_threshold(threshold)
+        return preprocess, forward, postprocess
+
+    def _forward(self, model_inputs, generate_kwargs=None, token_compression_threshold=None):
+        if token_compression_threshold is None:
+            token_compression_threshold = getattr(
+                self.model.config.vision_config, "token_compression_threshold", None
+            )
+        if token_compression_threshold is not None and model_inputs.get("pixel_values_videos") is not None:
+            model_inputs = self._encode_videos_first(model_inputs, token_compression_threshold)
+        return super()._forward(model_inputs, generate_kwargs)
+
+    def _encode_videos_first(self, model_inputs, threshold: float):
+        """Token compression: encode the videos, shrink their placeholders to the tokens kept, pass the features."""
+        video = self.model.get_video_features(
+            model_inputs["pixel_values_videos"],
+            model_inputs["video_grid_thw"],
+            model_inputs.get("video_chunk_positions"),
+            token_compression_threshold=threshold,
+            return_dict=True,
+        )
+        model_inputs = self.processor.resize_video_placeholders(model_inputs, video.token_counts)
+        model_inputs["mm_encoder_outputs"] = {"video": video}
+        return model_inputs
 
     def __call__(self, videos=None, text=None, images=None, **kwargs: Any):
         if videos is None and text is None and images is None:

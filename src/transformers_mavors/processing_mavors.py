@@ -20,6 +20,11 @@ into exactly the placeholder tokens the model will fill, `num_visual_tokens` per
 A marker already wrapped in `<|vision_start|>`/`<|vision_end|>` (as the chat template writes it) reuses that
 wrapping; a bare marker gets it added. The model replaces the image placeholders, in order, with the features
 of all pieces (thumbnail first, then sub-images row-major) and the video placeholders with the video features.
+
+Token compression (paper §5.4) makes a video yield fewer tokens than `chunks * h/2 * w/2`, a count only the model
+knows. `processor(text=..., video_token_counts=[...])` expands video markers to the given counts instead (with or
+without `videos=`), and `processor.resize_video_placeholders(inputs, counts)` shrinks the runs of already-built
+inputs; see `docs/usage.md`, "Token compression".
 """
 
 import os
@@ -94,6 +99,26 @@ MAVORS_CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
+
+
+def _as_token_counts(counts: Any, name: str = "video_token_counts") -> list[int]:
+    """A list of positive ints from a list, tuple, 1-D integer tensor or array of counts."""
+    if hasattr(counts, "tolist") and not isinstance(counts, (list, tuple)):
+        if getattr(counts, "ndim", 1) != 1 or "int" not in str(getattr(counts, "dtype", "int")):
+            raise TypeError(
+                f"{name} must be a 1-D integer tensor or a list of ints, got {type(counts).__name__} of dtype "
+                f"{getattr(counts, 'dtype', None)} and shape {tuple(getattr(counts, 'shape', ()))}"
+            )
+        counts = counts.tolist()
+    if not isinstance(counts, (list, tuple)) or not all(
+        isinstance(count, int) and not isinstance(count, bool) for count in counts
+    ):
+        raise TypeError(f"{name} must be a list of ints (one per video), got {counts!r}")
+    if any(count < 1 for count in counts):
+        raise ValueError(
+            f"{name} must be >= 1 each (a video yields at least one chunk of tokens), got {list(counts)}"
+        )
+    return list(counts)
 
 
 class MavorsProcessorKwargs(ProcessingKwargs, total=False):
@@ -268,6 +293,12 @@ class MavorsProcessor(ProcessorMixin):
                 (`max_slices`, ...), video options (`fps`, `max_chunks`, `video_metadata`, `return_metadata`, ...),
                 and `return_tensors`.
 
+            video_token_counts (list of `int` or `torch.LongTensor`, *optional*): placeholder tokens for each video
+                marker, in text order, instead of the processor's own count; the `token_counts` a model reports
+                after token compression (`model.get_video_features(..., token_compression_threshold=...)`). Works
+                with `videos` (each count must lie between one chunk's tokens and the whole video's) or without
+                (text only: one count per `<|video_pad|>` marker).
+
         Returns:
             [`BatchFeature`] with `input_ids`, `attention_mask` (if `text`), `pixel_values`, `image_grid_thw` (if
             images), `pixel_values_videos`, `video_grid_thw`, `video_chunk_positions` (if videos) and
@@ -275,6 +306,13 @@ class MavorsProcessor(ProcessorMixin):
         """
         if images is None and text is None and videos is None:
             raise ValueError("MavorsProcessor needs at least one of `text`, `images` or `videos`")
+        video_token_counts = kwargs.pop("video_token_counts", None)
+        if video_token_counts is not None:
+            video_token_counts = _as_token_counts(video_token_counts)
+            if text is None:
+                raise ValueError(
+                    "video_token_counts sets placeholder counts in `text`, but no text was passed"
+                )
         try:
             output_kwargs = self._merge_kwargs(
                 MavorsProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
@@ -295,7 +333,7 @@ class MavorsProcessor(ProcessorMixin):
         video_list = make_list_of_videos(videos)
         if texts is not None:
             # Before any decoding: the markers must match the media one to one.
-            self._check_marker_counts(texts, image_list, video_list, sanitized)
+            self._check_marker_counts(texts, image_list, video_list, sanitized, video_token_counts)
 
         data: dict[str, Any] = {}
         image_inputs = video_inputs = None
@@ -311,7 +349,9 @@ class MavorsProcessor(ProcessorMixin):
                 data["video_metadata"] = video_inputs["video_metadata"]
 
         if texts is not None:
-            expanded, expected, offsets = self._expand_markers(texts, image_inputs, video_inputs, sanitized)
+            expanded, expected, offsets = self._expand_markers(
+                texts, image_inputs, video_inputs, sanitized, video_token_counts
+            )
             text_inputs = self.tokenizer(expanded, **text_kwargs)
             self._check_placeholder_counts(text_inputs["input_ids"], expected)
             data = {**text_inputs, **data}
@@ -340,13 +380,25 @@ class MavorsProcessor(ProcessorMixin):
         )
 
     def _check_marker_counts(
-        self, texts: list[str], image_list: list[Any], video_list: list[Any], sanitized: bool
+        self,
+        texts: list[str],
+        image_list: list[Any],
+        video_list: list[Any],
+        sanitized: bool,
+        video_token_counts: list[int] | None = None,
     ) -> None:
         pattern = self._marker_pattern(sanitized)
         found = {"image": 0, "video": 0}
         for sample in texts:
             for match in pattern.finditer(sample):
                 found[match.lastgroup] += 1
+        if video_token_counts is not None and len(video_token_counts) != found["video"]:
+            raise ValueError(
+                f"video_token_counts has {len(video_token_counts)} entries but the text holds {found['video']} "
+                f"{self.video_token} marker(s); pass one count per video, in text order"
+            )
+        if video_token_counts is not None and not video_list:
+            video_list = video_token_counts  # text only: the counts stand for the videos
         for kind, token, media in (
             ("image", self.image_token, image_list),
             ("video", self.video_token, video_list),
@@ -376,23 +428,38 @@ class MavorsProcessor(ProcessorMixin):
             blocks.append((block, sum(counts)))
         return blocks
 
-    def _video_blocks(self, video_inputs: Any) -> list[tuple[str, int]]:
-        if video_inputs is None:
-            return []
-        merge = self.video_processor.spatial_merge_size
-        blocks = []
-        for grid in video_inputs["video_grid_thw"].tolist():
-            count = num_visual_tokens(grid, merge)
-            blocks.append((VISION_START + VIDEO_TOKEN * count + VISION_END, count))
-        return blocks
+    def _video_blocks(
+        self, video_inputs: Any, video_token_counts: list[int] | None = None
+    ) -> list[tuple[str, int]]:
+        counts = None if video_token_counts is None else list(video_token_counts)
+        if video_inputs is not None:
+            merge = self.video_processor.spatial_merge_size
+            grids = video_inputs["video_grid_thw"].tolist()
+            full = [num_visual_tokens(grid, merge) for grid in grids]
+            if counts is None:
+                counts = full
+            for index, (count, grid, most) in enumerate(zip(counts, grids, full, strict=True)):
+                # token compression never merges the first chunk, and never adds tokens
+                least = most // grid[0]
+                if not least <= count <= most:
+                    raise ValueError(
+                        f"video_token_counts[{index}] = {count} is impossible for video {index} ({grid[0]} chunks of "
+                        f"{least} tokens): a count must lie in [{least}, {most}]"
+                    )
+        return [(VISION_START + VIDEO_TOKEN * count + VISION_END, count) for count in counts or []]
 
     def _expand_markers(
-        self, texts: list[str], image_inputs: Any, video_inputs: Any, sanitized: bool
+        self,
+        texts: list[str],
+        image_inputs: Any,
+        video_inputs: Any,
+        sanitized: bool,
+        video_token_counts: list[int] | None = None,
     ) -> tuple[list[str], list[dict[str, int]], list[list[dict[str, Any]]]]:
         """Replace each marker by its block; returns texts, expected placeholder counts and replacement offsets."""
         blocks = {
             "image": iter(self._image_blocks(image_inputs)),
-            "video": iter(self._video_blocks(video_inputs)),
+            "video": iter(self._video_blocks(video_inputs, video_token_counts)),
         }
         pattern = self._marker_pattern(sanitized)
         expanded, expected, all_offsets = [], [], []
@@ -436,6 +503,94 @@ class MavorsProcessor(ProcessorMixin):
                     f"placeholder tokens, but the media need {counts['image']} and {counts['video']}; this happens "
                     "when truncation cuts placeholders off: disable truncation or raise max_length"
                 )
+
+    def resize_video_placeholders(self, inputs: Any, video_token_counts: Any) -> BatchFeature:
+        """Shrink each video's placeholder run in built `inputs` to `video_token_counts` (token compression).
+
+        Step 2 of the compression path, for inputs already built with the full counts (e.g. by
+        `apply_chat_template`): each video keeps the first `count` placeholders of its run, the rest are removed,
+        and rows are re-padded on the side they were padded on, so nothing is decoded or tokenized again.
+        `attention_mask` and `labels`, when present, follow `input_ids`.
+
+        Args:
+            inputs: the processor's output (`input_ids`, optionally `attention_mask`, `labels` and video entries).
+            video_token_counts: the kept tokens of every video, in text order (`output.token_counts` of
+                `model.get_video_features(..., token_compression_threshold=...)`).
+
+        Returns:
+            A new [`BatchFeature`] without `pixel_values_videos`, `video_grid_thw` and `video_chunk_positions`: pass
+            the encoded videos to the model as `mm_encoder_outputs={"video": output}` instead.
+        """
+        import torch
+
+        counts = _as_token_counts(video_token_counts)
+        columns = {key: inputs[key] for key in ("input_ids", "attention_mask", "labels") if key in inputs}
+        as_tensor = isinstance(columns["input_ids"], torch.Tensor)
+        device = columns["input_ids"].device if as_tensor else None
+        columns = {
+            key: value.tolist() if as_tensor else [list(row) for row in value]
+            for key, value in columns.items()
+        }
+        rows = columns["input_ids"]
+
+        # every contiguous run of <|video_pad|> is one video (the processor wraps each in vision start/end)
+        runs = []  # (row, start, length)
+        for b, row in enumerate(rows):
+            start = None
+            for position, token in enumerate([*row, None]):
+                if token == self.video_token_id and start is None:
+                    start = position
+                elif token != self.video_token_id and start is not None:
+                    runs.append((b, start, position - start))
+                    start = None
+        if len(runs) != len(counts):
+            raise ValueError(
+                f"video_token_counts has {len(counts)} entries but input_ids hold {len(runs)} video placeholder "
+                "runs; pass one count per video, in text order"
+            )
+        if inputs.get("video_grid_thw") is not None:
+            merge = self.video_processor.spatial_merge_size
+            full = [num_visual_tokens(row, merge) for row in inputs["video_grid_thw"].tolist()]
+            if full != [length for _, _, length in runs]:
+                raise ValueError(
+                    f"input_ids hold video placeholder runs of {[length for _, _, length in runs]} tokens but "
+                    f"video_grid_thw describes {full}; resize inputs the processor built with full counts, once"
+                )
+        dropped = [set() for _ in rows]
+        for index, ((b, start, length), count) in enumerate(zip(runs, counts, strict=True)):
+            if count > length:
+                raise ValueError(
+                    f"video_token_counts[{index}] = {count} exceeds the {length} placeholders of video {index}; "
+                    "compression only removes tokens"
+                )
+            dropped[b].update(range(start + count, start + length))
+
+        # keep the real (unpadded) tokens that are not dropped, then pad back to the longest row
+        mask = columns.get("attention_mask") or [[1] * len(row) for row in rows]
+        if any(0 in row for row in mask):
+            left = any(row[0] == 0 for row in mask)
+        else:
+            left = self.tokenizer.padding_side == "left"
+        kept = [
+            [p for p, real in enumerate(mask[b]) if real and p not in dropped[b]] for b in range(len(rows))
+        ]
+        length = max(len(positions) for positions in kept)
+        if "attention_mask" not in columns and any(len(positions) != length for positions in kept):
+            columns["attention_mask"] = mask  # rows now differ in length: padding needs a mask
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        pads = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}
+
+        data = {key: value for key, value in inputs.items() if key not in columns}
+        for key in ("pixel_values_videos", "video_grid_thw", "video_chunk_positions"):
+            data.pop(key, None)
+        for key, column in columns.items():
+            resized = []
+            for b, positions in enumerate(kept):
+                values = [column[b][p] for p in positions]
+                padding = [pads[key]] * (length - len(values))
+                resized.append(padding + values if left else values + padding)
+            data[key] = torch.tensor(resized, dtype=torch.long, device=device) if as_tensor else resized
+        return BatchFeature(data=data)
 
     # -- model compatibility, decoding ---------------------------------------------------------------------
 

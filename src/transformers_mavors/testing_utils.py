@@ -34,11 +34,12 @@ You are a helpful assistant. user assistant system image video frame chunk secon
 """
 
 
-def build_tiny_tokenizer(vocab_size: int = 384):
+def build_tiny_tokenizer(vocab_size: int = 384, corpus: str = _CORPUS):
     """A Qwen2-style byte-level BPE tokenizer with the Qwen2.5 vision special tokens.
 
-    The BPE is trained on a few sentences so common words are single tokens; any text still encodes, byte by
-    byte. Special tokens come after the BPE vocabulary, so `len(tokenizer)` is at most `vocab_size + 7`.
+    The BPE is trained on `corpus` (a few sentences) so its common words are single tokens; any text still
+    encodes, byte by byte. Special tokens come after the BPE vocabulary, so `len(tokenizer)` is at most
+    `vocab_size + 7`.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
@@ -48,7 +49,7 @@ def build_tiny_tokenizer(vocab_size: int = 384):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    bpe.train_from_iterator(_CORPUS.split("\n"), trainer=trainer)
+    bpe.train_from_iterator(corpus.split("\n"), trainer=trainer)
     model_json = json.loads(bpe.to_str())["model"]
     vocab = {"<|endoftext|>": len(model_json["vocab"]), **model_json["vocab"]}
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]

@@ -1,0 +1,171 @@
+"""The peer benchmark (`benchmarks/peers.py`) and the decode-cost claim it measures.
+
+Decode: after the prefill, a Mavors generation step must cost exactly what a bare `Qwen2ForCausalLM` step costs at
+the same context: nothing vision-related may run per step. Proved here without timing (timings are noisy): spies
+on every vision module, and FLOP counts of decode steps.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import prompt_ids, tokens_for, video_inputs
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from transformers_mavors import MavorsVisionModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def video_prompt(config, tokenizer, num_chunks=3):
+    rows, grid = video_inputs(num_chunks, 4, 6)
+    ids = prompt_ids(config, tokenizer, "What moves?", config.video_token_id, tokens_for(grid), "Answer:")
+    return torch.tensor([ids]), rows, grid, torch.arange(num_chunks) * 2
+
+
+@pytest.fixture(scope="module")
+def peers():
+    spec = importlib.util.spec_from_file_location("peers", ROOT / "benchmarks" / "peers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---- decode: nothing vision-related per step ----------------------------------------------------
+
+
+def test_vision_runs_only_in_prefill(model, config, tokenizer):
+    """Every vision module runs before the first language-model call, never during the decode steps."""
+    ids, rows, grid, positions = video_prompt(config, tokenizer)
+    events = []
+    vision = model.model.vision_model
+    watched = {
+        "patch_embedding": vision.embeddings,
+        "vit": vision.encoder,
+        "post_layernorm": vision.post_layernorm,
+        "aggregator": vision.aggregator,
+        "projector": model.model.projector,
+        "language_model": model.model.language_model,
+    }
+    handles = [
+        module.register_forward_hook(lambda *args, name=name: events.append(name))
+        for name, module in watched.items()
+    ]
+    step_inputs = []
+    handles.append(
+        model.register_forward_pre_hook(
+            lambda module, args, kwargs: step_inputs.append(
+                {k: kwargs.get(k) for k in ("pixel_values_videos", "mm_encoder_outputs")}
+            ),
+            with_kwargs=True,
+        )
+    )
+    try:
+        model.generate(
+            input_ids=ids,
+            pixel_values_videos=rows,
+            video_grid_thw=grid,
+            video_chunk_positions=positions,
+            max_new_tokens=6,
+            min_new_tokens=6,
+            do_sample=False,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    first_llm_call = events.index("language_model")
+    assert events.count("language_model") == 6  # prefill + 5 decode steps
+    assert set(events[:first_llm_call]) == set(watched) - {"language_model"}
+    assert set(events[first_llm_call:]) == {"language_model"}
+    assert len(step_inputs) == 6
+    for decode_step in step_inputs[1:]:
+        assert decode_step["pixel_values_videos"] is None and not decode_step["mm_encoder_outputs"]
+
+
+def test_decode_steps_cost_what_bare_qwen2_costs(model, config, tokenizer):
+    """FLOPs of 5 decode steps equal those of a bare Qwen2ForCausalLM (same weights) at the same context length."""
+    ids, rows, grid, positions = video_prompt(config, tokenizer)
+    bare = Qwen2ForCausalLM(Qwen2Config(**config.text_config.to_dict())).eval()
+    bare.model = model.model.language_model
+    bare.lm_head = model.lm_head
+    text_ids = torch.randint(0, 100, ids.shape)
+
+    def flops(generating_model, new_tokens, **inputs):
+        with FlopCounterMode(display=False) as counter:
+            generating_model.generate(
+                **inputs,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        return counter.get_total_flops()
+
+    media = dict(
+        input_ids=ids, pixel_values_videos=rows, video_grid_thw=grid, video_chunk_positions=positions
+    )
+    ours = flops(model, 6, **media) - flops(model, 1, **media)
+    theirs = flops(bare, 6, input_ids=text_ids) - flops(bare, 1, input_ids=text_ids)
+    assert ours == theirs > 0
+
+
+# ---- the benchmark script -----------------------------------------------------------------------
+
+
+def test_benchmark_frames_are_a_deterministic_moving_scene(peers):
+    frames = peers.benchmark_frames(8, 56, 84, seed=3)
+    assert frames.shape == (8, 56, 84, 3) and frames.dtype == np.uint8
+    assert np.array_equal(frames, peers.benchmark_frames(8, 56, 84, seed=3))
+    change = np.abs(frames[1:].astype(int) - frames[:-1].astype(int)).max(axis=-1)
+    moving = (change > 40).mean()  # the shapes move ...
+    assert 0.0 < moving < 0.5  # ... over a background that only carries noise
+
+
+def test_vision_flop_count_matches_torch_flop_counter(peers, vision_config):
+    """`vision_flops` (the utilisation numerator) counts what torch's FLOP counter sees the IVE run."""
+    vision_config.ifa_num_hidden_layers = 0
+    vision_config._attn_implementation = "eager"  # attention as plain matmuls, which the counter sees
+    tower = MavorsVisionModel(vision_config).eval()
+    rows, grid = video_inputs(3, 4, 6)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        tower(rows, grid)
+    counted = peers.vision_flops(tower.config, 3, 4, 6)
+    assert counted["patch_embedding"] + counted["vit_layers"] == counter.get_total_flops()
+
+
+def test_peers_tiny_run_writes_the_json_schema(peers, tmp_path):
+    report_path, plot_path = tmp_path / "peers.json", tmp_path / "peers.png"
+    argv = ["--tiny", "--json", str(report_path)]
+    if importlib.util.find_spec("matplotlib") is not None:
+        argv += ["--plot", str(plot_path)]
+    peers.main(argv)
+    report = json.loads(report_path.read_text())
+    assert isinstance(report["device"], str)
+    schema = {
+        "model": str,
+        "frames": int,
+        "visual_tokens": int,
+        "vision_s": float,
+        "ttft_s": float,
+        "decode_tokens_per_s": float,
+        "peak_mem_mb": float,
+    }
+    assert {(row["model"], row["frames"]) for row in report["results"]} == {
+        (model, frames) for model in ("mavors", "qwen2_5_vl", "video_llama_3") for frames in (8, 16)
+    }
+    for row in report["results"]:
+        assert set(row) == set(schema)
+        for key, kind in schema.items():
+            assert isinstance(row[key], kind), (key, row[key])
+        assert row["ttft_s"] >= row["vision_s"] > 0 and row["peak_mem_mb"] > 0
+    tokens = {(r["model"], r["frames"]): r["visual_tokens"] for r in report["results"]}
+    # 56x28 frames: a 2x4 patch grid, 2 tokens per chunk (Mavors) / per 2 frames (Qwen2.5-VL) / per frame
+    assert tokens["mavors", 16] == 2 and tokens["qwen2_5_vl", 16] == 16 and tokens["video_llama_3", 16] == 32
+    assert 0 < report["utilisation"]["fraction"]
+    assert [row["chunks"] for row in report["memory"]["rows"]][:3] == [1, 2, 4]
+    if "--plot" in argv:
+        assert plot_path.stat().st_size > 0
