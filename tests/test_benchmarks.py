@@ -7,6 +7,7 @@ on every vision module, and FLOP counts of decode steps.
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,12 @@ def video_prompt(config, tokenizer, num_chunks=3):
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("peers", ROOT / "benchmarks" / "peers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    name = "benchmarks_peers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "peers.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)  # registered first: its dataclasses need it
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
 # ---- decode: nothing vision-related per step ----------------------------------------------------
