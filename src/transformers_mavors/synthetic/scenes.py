@@ -210,23 +210,10 @@ def make_scene(task: str, seed: int, num_chunks: int | None = None) -> Scene:
 
 
 def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = FPS) -> Path:
-    """Encode frames as an H.264 MP4 with PyAV (near-lossless, so colours survive the round trip)."""
-    import av
+    """Encode frames as an H.264 MP4 with PyAV, near-lossless (crf 12) so colours survive the round trip."""
+    from ..training.negatives import write_video_frames
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames.shape[1:3]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(fps), options={"crf": "12"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            ):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_video_frames(frames, path, fps, options={"crf": "12"})
 
 
 __all__ = [

@@ -86,9 +86,15 @@ def read_video_frames(path: str | os.PathLike) -> tuple[np.ndarray, Fraction]:
 
 
 def write_video_frames(
-    frames: np.ndarray, path: str | os.PathLike, fps: float | Fraction, codec: str = "libx264"
+    frames: np.ndarray,
+    path: str | os.PathLike,
+    fps: float | Fraction,
+    codec: str = "libx264",
+    options: dict[str, str] | None = None,
 ) -> Path:
-    """Encode `(T, H, W, 3)` uint8 RGB frames to `path` (yuv420p; an odd side loses its last pixel row/column)."""
+    """Encode `(T, H, W, 3)` uint8 RGB frames to `path` (yuv420p; an odd side loses its last pixel row/column).
+
+    `options` go to the encoder (e.g. `{"crf": "12"}` for libx264)."""
     import av
 
     frames = np.asarray(frames)
@@ -103,7 +109,7 @@ def write_video_frames(
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001 * 1000)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate)
+        stream = container.add_stream(codec, rate=rate, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for frame in frames[:, :height, :width]:
             for packet in stream.encode(
