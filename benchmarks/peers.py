@@ -495,12 +495,18 @@ class StepClock(LogitsProcessor):
 
 
 class MemoryProbe:
-    """Peak of live tensor bytes allocated between `start()` and `stop()` (CPU: profiler events; GPU: CUDA stats)."""
+    """Peak of live tensor bytes allocated between `start()` and `stop()` (CPU: profiler events; GPU: CUDA stats).
+
+    On CPU, `window_peak(label)` also gives the peak reached inside `torch.profiler.record_function(label)`
+    blocks, above what was live when each block began.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
         self.peak = 0
         self._profiler = None
+        self._timeline: list[tuple[int, int]] = []
+        self._windows: dict[str, list[tuple[int, int]]] = {}
 
     def start(self):
         if self.device.type == "cuda":
@@ -519,16 +525,28 @@ class MemoryProbe:
             self.peak = torch.cuda.max_memory_allocated() - self._base
             return
         self._profiler.stop()
-        events = sorted(
-            (e for e in self._profiler.profiler.kineto_results.events() if e.name() == "[memory]"),
-            key=lambda e: e.start_ns(),
-        )
-        live = peak = 0
-        for event in events:
-            live += event.nbytes()
-            peak = max(peak, live)
-        self.peak = peak
+        events = self._profiler.profiler.kineto_results.events()
         self._profiler = None
+        allocations = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+        for event in events:
+            if event.name() != "[memory]" and event.name().startswith("probe:"):
+                window = (event.start_ns(), event.start_ns() + event.duration_ns())
+                self._windows.setdefault(event.name().removeprefix("probe:"), []).append(window)
+        live = peak = 0
+        for when, nbytes in allocations:
+            live += nbytes
+            peak = max(peak, live)
+            self._timeline.append((when, live))
+        self.peak = peak
+
+    def window_peak(self, label: str) -> int:
+        best = 0
+        for begin, end in self._windows.get(label, []):
+            before = [live for when, live in self._timeline if when < begin]
+            inside = [live for when, live in self._timeline if begin <= when <= end]
+            if inside:
+                best = max(best, max(inside) - (before[-1] if before else 0))
+        return best
 
 
 def _tensor_bytes(tensors) -> int:
@@ -832,9 +850,10 @@ def run_memory(
 ) -> dict:
     """Peak transient memory of video encoding for videos of `chunk_counts` chunks, whole and IVE phase alone.
 
-    `peak`: IVE + IFA + projector (`get_video_features`' work). `ive_peak`: the micro-batched ViT pass alone
-    (`encode_chunks`), which is what the frames decoded cost; its result, the pooled tokens the IVE keeps, is
-    `kept`, and `ive_beyond_kept` = ive_peak - kept. What the whole encode needs above the IVE phase is the IFA
+    `peak`: IVE + IFA + projector (`get_video_features`' work). `ive_peak`: the micro-batched ViT pass
+    (`encode_chunks`, the window of that call in the same profiled run; on a GPU a run of its own), which is
+    what the frames decoded cost; its result, the pooled tokens the IVE keeps, is `kept`, and
+    `ive_beyond_kept` = ive_peak - kept. What the whole encode needs above the IVE phase is the IFA
     working over all kept tokens at once. Runs a one-layer copy of the benchmark's IVE (its IFA and projector
     unchanged): layers run one after another and free their activations under inference mode, so depth changes
     the time, not the peak. The micro-batched rows encode `micro_batch` chunks per ViT call; with `contrast`, a
@@ -867,14 +886,30 @@ def run_memory(
     def encode(pixels, grid, positions):
         return projector(vision(pixels, grid, positions).last_hidden_state)
 
+    encode_chunks = vision.encode_chunks
+
+    def labelled_encode_chunks(*args, **kwargs):
+        with torch.profiler.record_function("probe:ive"):
+            return encode_chunks(*args, **kwargs)
+
     for count, batch in tqdm(plan, desc="Encoding memory", unit="video"):
         vision.config.vision_chunk_batch_size = batch
         pixels = longest["pixel_values_videos"][: count * h * w].to(device, setup.torch_dtype)
         grid = torch.tensor([[count, h, w]], device=device)
         positions = longest["video_chunk_positions"][:count].to(device)
         tokens = num_visual_tokens((count, h, w))
-        peak = peak_of(encode, pixels, grid, positions)
-        ive_peak = peak_of(vision.encode_chunks, pixels.view(count, h * w, -1), h, w)
+        if device.type == "cuda":  # CUDA's peak counter has no windows: run the IVE phase on its own
+            peak = peak_of(encode, pixels, grid, positions)
+            ive_peak = peak_of(encode_chunks, pixels.view(count, h * w, -1), h, w)
+        else:  # one profiled run; the IVE phase is the window of its `encode_chunks` call
+            vision.encode_chunks = labelled_encode_chunks
+            probe = MemoryProbe(device)
+            with torch.inference_mode():
+                probe.start()
+                encode(pixels, grid, positions)
+                probe.stop()
+            del vision.encode_chunks
+            peak, ive_peak = probe.peak, probe.window_peak("ive")
         kept = tokens * hidden * torch.finfo(setup.torch_dtype).bits // 8
         rows.append(
             {
@@ -934,7 +969,7 @@ def print_report(report: dict) -> None:
             f"{util['gflop_per_chunk']:.1f} GFLOP/chunk, {util['encoder_gflops']:.1f} GFLOP/s achieved, "
             f"torch.mm best {util['mm_best_gflops']:.1f} GFLOP/s -> {100 * util['fraction']:.1f}% "
             f"(best of {util['rounds']} rounds each; median per-round fraction "
-            f"{100 * util['median_round_fraction']:.1f}%)"
+            f"{100 * util.get('median_round_fraction', float('nan')):.1f}%)"
         )
     if memory := report.get("memory"):
         print("\n| chunks | micro-batch | tokens | peak MB | IVE phase MB | kept MB | IVE beyond kept MB |")
@@ -952,22 +987,29 @@ def print_report(report: dict) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Visual tokens, TTFT and peak memory against frames (log-log), one line per model."""
+    """Visual tokens, TTFT, peak memory and the prefill's activation memory against frames (log-log)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = {"mavors": "Mavors", "qwen2_5_vl": "Qwen2.5-VL", "video_llama_3": "VideoLLaMA3"}
+    activation = {
+        (row["model"], row["frames"]): row["prefill_transient_peak_mb"] for row in report.get("details", [])
+    }
     panels = [
         ("visual_tokens", "visual tokens"),
         ("ttft_s", "time to first token (s)"),
-        ("peak_mem_mb", "peak memory (MB)"),
+        ("peak_mem_mb", "peak memory (MB): weights + inputs + prefill"),
+        ("activation", "prefill activation peak (MB)"),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.9))
     for axis, (key, title) in zip(axes, panels, strict=True):
         for model in MODELS:
             rows = sorted((r for r in report["results"] if r["model"] == model), key=lambda r: r["frames"])
+            if key == "activation":
+                rows = [dict(r, activation=activation.get((model, r["frames"]))) for r in rows]
+                rows = [r for r in rows if r["activation"]]
             if rows:
                 axis.plot(
                     [r["frames"] for r in rows], [r[key] for r in rows], marker="o", label=labels[model]
@@ -975,13 +1017,13 @@ def plot(report: dict, path: Path) -> None:
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
         axis.set_xlabel("frames")
-        axis.set_title(title)
+        axis.set_title(title, fontsize=10)
         axis.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     setup = report["setup"]
     fig.suptitle(
-        f"{report['device']}, {setup['width']}x{setup['height']} frames, depths {setup['depths']}, LLM {setup['llm']}, "
-        f"medians of {setup['repeats']} rounds",
+        f"{report['device']}, {setup['width']}x{setup['height']} frames, depths {setup['depths']}, "
+        f"LLM {setup['llm']}, {setup['dtype']}, medians of {setup['repeats']} interleaved rounds",
         fontsize=9,
     )
     fig.tight_layout()
@@ -1078,18 +1120,32 @@ def main(argv: list[str] | None = None) -> dict:
         help="CPU threads for every model: a number, or auto (the faster of 1 and all)",
     )
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--from-json", type=Path, help="print and plot a saved report instead of measuring")
     parser.add_argument("--plot", type=Path, help="draw tokens, TTFT and memory against frames to this PNG")
     args = parser.parse_args(argv)
 
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        print_report(report)
+        if args.plot:
+            plot(report, args.plot)
+        return report
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    gpu = device.type == "cuda"
-    thread_timings = None
-    if args.threads == "auto":
-        if not gpu:
-            _, thread_timings = pick_threads(sorted({1, torch.get_num_threads()}))
-    else:
-        torch.set_num_threads(int(args.threads))
-    quick, tiny = args.quick, args.tiny
+    gpu, tiny = device.type == "cuda", args.tiny
+    threads_before = torch.get_num_threads()
+    try:
+        thread_timings = None
+        if args.threads != "auto":
+            torch.set_num_threads(int(args.threads))
+        elif not (gpu or tiny):
+            _, thread_timings = pick_threads(sorted({1, threads_before}))
+        return _run(args, device, thread_timings)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args: argparse.Namespace, device: torch.device, thread_timings: dict | None) -> dict:
+    gpu, quick, tiny = device.type == "cuda", args.quick, args.tiny
     default_size = "56x28" if tiny else "224x140" if quick else "448x252"
     width, height = (int(v) for v in (args.size or default_size).lower().split("x"))
     if width % 28 or height % 28:
