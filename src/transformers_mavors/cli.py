@@ -109,6 +109,7 @@ def run_generate(args) -> int:
 
     from . import video_processing_mavors
     from .hub import check_checkpoint_dir
+    from .pipelines import encode_videos_first
 
     if args.video is None and args.image is None:
         raise SystemExit("mavors generate: error: one of --video or --image is required")
@@ -135,31 +136,18 @@ def run_generate(args) -> int:
     streamer = (
         TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
     )
-    threshold = args.token_compression_threshold
-    if threshold is None:
-        threshold = model.config.vision_config.token_compression_threshold
-    extra = {}
+    full = int((inputs["input_ids"] == processor.video_token_id).sum())
     with torch.inference_mode():
-        if threshold is not None and "pixel_values_videos" in inputs:
-            # token compression: encode the video first, then shrink its placeholders to the tokens kept
-            video = model.get_video_features(
-                inputs["pixel_values_videos"],
-                inputs["video_grid_thw"],
-                inputs["video_chunk_positions"],
-                token_compression_threshold=threshold,
-                return_dict=True,
-            )
-            full = int((inputs["input_ids"] == processor.video_token_id).sum())
-            inputs = processor.resize_video_placeholders(inputs, video.token_counts)
-            extra["mm_encoder_outputs"] = {"video": video}
-            kept = int(video.token_counts.sum())
+        inputs, threshold = encode_videos_first(model, processor, inputs, args.token_compression_threshold)
+        if "mm_encoder_outputs" in inputs:
+            kept = int(inputs["mm_encoder_outputs"]["video"].token_counts.sum())
             print(
                 f"token compression at threshold {threshold:g}: kept {kept} of {full} video tokens "
                 f"({kept / full:.0%}); prompt {inputs['input_ids'].shape[1]} tokens",
                 file=sys.stderr,
             )
         output = model.generate(
-            **inputs, **extra, max_new_tokens=args.max_new_tokens, do_sample=False, streamer=streamer
+            **inputs, max_new_tokens=args.max_new_tokens, do_sample=False, streamer=streamer
         )
     if not args.stream:
         print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())

@@ -59,6 +59,30 @@ def _is_single_video(value) -> bool:
     return len(value) > 0 and isinstance(value[0], Image.Image)
 
 
+def encode_videos_first(model, processor, inputs, threshold: float | None = None):
+    """The token-compression path shared by the pipeline and the CLI: encode the videos, shrink their placeholders.
+
+    `threshold` `None` means the checkpoint's `vision_config.token_compression_threshold`. When compression is in
+    force and `inputs` (a processor output) hold videos, returns inputs whose video placeholders match the tokens
+    kept, without the video pixels and with `mm_encoder_outputs={"video": ...}` for `generate`; otherwise `inputs`
+    unchanged. Also returns the threshold in force (`None`: off).
+    """
+    if threshold is None:
+        threshold = getattr(model.config.vision_config, "token_compression_threshold", None)
+    if threshold is None or inputs.get("pixel_values_videos") is None:
+        return inputs, threshold
+    video = model.get_video_features(
+        inputs["pixel_values_videos"],
+        inputs["video_grid_thw"],
+        inputs.get("video_chunk_positions"),
+        token_compression_threshold=threshold,
+        return_dict=True,
+    )
+    inputs = processor.resize_video_placeholders(inputs, video.token_counts)
+    inputs["mm_encoder_outputs"] = {"video": video}
+    return inputs, threshold
+
+
 class VideoTextToTextPipeline(ImageTextToTextPipeline):
     """Generate text from videos (and images) plus text, with any Mavors checkpoint.
 
@@ -108,26 +132,10 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
         return preprocess, forward, postprocess
 
     def _forward(self, model_inputs, generate_kwargs=None, token_compression_threshold=None):
-        if token_compression_threshold is None:
-            token_compression_threshold = getattr(
-                self.model.config.vision_config, "token_compression_threshold", None
-            )
-        if token_compression_threshold is not None and model_inputs.get("pixel_values_videos") is not None:
-            model_inputs = self._encode_videos_first(model_inputs, token_compression_threshold)
-        return super()._forward(model_inputs, generate_kwargs)
-
-    def _encode_videos_first(self, model_inputs, threshold: float):
-        """Token compression: encode the videos, shrink their placeholders to the tokens kept, pass the features."""
-        video = self.model.get_video_features(
-            model_inputs["pixel_values_videos"],
-            model_inputs["video_grid_thw"],
-            model_inputs.get("video_chunk_positions"),
-            token_compression_threshold=threshold,
-            return_dict=True,
+        model_inputs, _ = encode_videos_first(
+            self.model, self.processor, model_inputs, token_compression_threshold
         )
-        model_inputs = self.processor.resize_video_placeholders(model_inputs, video.token_counts)
-        model_inputs["mm_encoder_outputs"] = {"video": video}
-        return model_inputs
+        return super()._forward(model_inputs, generate_kwargs)
 
     def __call__(self, videos=None, text=None, images=None, **kwargs: Any):
         if videos is None and text is None and images is None:
