@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..video_processing_mavors import accelerated_playback_indices
@@ -102,7 +101,6 @@ class NeedleResult:
         }
 
 
-@torch.no_grad()
 def run_needle_in_haystack(
     model,
     processor,
@@ -127,12 +125,8 @@ def run_needle_in_haystack(
     frames = list(range(per_chunk)) if frames is None else list(frames)
     if haystack is None:
         haystack = haystack_frames(np.random.default_rng(seed), 2 * max(chunk_counts) * per_chunk)
-    tokenizer = processor.tokenizer
-    chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-    prompt = processor.apply_chat_template(chat, add_generation_prompt=True)
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
+    from .training import greedy_answers
+
     cases = [
         (num_chunks, chunk, colour, frame)
         for num_chunks in chunk_counts
@@ -142,45 +136,31 @@ def run_needle_in_haystack(
     ]
     hits: dict[tuple[int, int], list[bool]] = {}
     answers = []
-    try:
-        for start in tqdm(
-            range(0, len(cases), batch_size), desc="needle in a haystack", disable=not progress
-        ):
-            batch = cases[start : start + batch_size]
-            # one processor call per c_V (the chunk budget is a per-call option)
-            for num_chunks in sorted({case[0] for case in batch}):
-                group = [case for case in batch if case[0] == num_chunks]
-                videos = [
-                    insert_needle(haystack, colour, num_chunks, chunk, frame, per_chunk)
-                    for _, chunk, colour, frame in group
-                ]
-                inputs = processor(
-                    text=[prompt] * len(group),
-                    videos=videos,
-                    max_chunks=num_chunks,
-                    padding=True,
-                    return_tensors="pt",
-                ).to(model.device)
-                output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-                texts = processor.batch_decode(
-                    output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+    for start in tqdm(range(0, len(cases), batch_size), desc="needle in a haystack", disable=not progress):
+        batch = cases[start : start + batch_size]
+        # one processor call per c_V (the chunk budget is a per-call option)
+        for num_chunks in sorted({case[0] for case in batch}):
+            group = [case for case in batch if case[0] == num_chunks]
+            videos = [
+                insert_needle(haystack, colour, num_chunks, chunk, frame, per_chunk)
+                for _, chunk, colour, frame in group
+            ]
+            texts = greedy_answers(
+                model, processor, [question] * len(group), videos, max_new_tokens, max_chunks=num_chunks
+            )
+            for (_, chunk, colour, frame), text in zip(group, texts, strict=True):
+                right = score_answer(text, colour)
+                hits.setdefault((num_chunks, chunk), []).append(right)
+                answers.append(
+                    {
+                        "chunks": num_chunks,
+                        "chunk": chunk,
+                        "frame": frame,
+                        "colour": colour,
+                        "answer": text,
+                        "right": right,
+                    }
                 )
-                for (_, chunk, colour, frame), text in zip(group, texts, strict=True):
-                    right = score_answer(text, colour)
-                    hits.setdefault((num_chunks, chunk), []).append(right)
-                    answers.append(
-                        {
-                            "chunks": num_chunks,
-                            "chunk": chunk,
-                            "frame": frame,
-                            "colour": colour,
-                            "answer": text,
-                            "right": right,
-                        }
-                    )
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
     accuracy = {n: [float(np.mean(hits[(n, c)])) for c in range(n)] for n in chunk_counts}
     return NeedleResult(list(chunk_counts), accuracy, len(colours) * len(frames), answers)
 

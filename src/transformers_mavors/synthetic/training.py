@@ -62,38 +62,43 @@ def normalize_answer(text: str) -> str:
 
 
 @torch.no_grad()
-def generate_answers(
-    model, processor, records, media_root, batch_size: int = 16, max_new_tokens: int = 24, **processor_kwargs
-):
-    """Greedy answers to the records' user turns (left-padded batches)."""
-    from ..training.data import resolve_media_path
-
-    was_training = model.training
-    model.eval()
+@torch.no_grad()
+def greedy_answers(
+    model, processor, questions, videos, max_new_tokens: int = 24, **processor_kwargs
+) -> list[str]:
+    """Greedy answers to one batch of questions, each about its video (left-padded; eval mode for the call)."""
+    chats = [
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}] for q in questions
+    ]
+    texts = [processor.apply_chat_template(chat, add_generation_prompt=True) for chat in chats]
     tokenizer = processor.tokenizer
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    answers = []
+    was_training = model.training
+    model.eval()
     try:
-        for start in range(0, len(records), batch_size):
-            batch = records[start : start + batch_size]
-            texts, videos = [], []
-            for record in batch:
-                user = record["messages"][0]
-                video = next(b for b in user["content"] if b["type"] == "video")
-                videos.append(str(resolve_media_path(video["path"], media_root)))
-                question = next(b["text"] for b in user["content"] if b["type"] == "text")
-                chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-                texts.append(processor.apply_chat_template(chat, add_generation_prompt=True))
-            inputs = processor(
-                text=texts, videos=videos, padding=True, return_tensors="pt", **processor_kwargs
-            )
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            answers += processor.batch_decode(
-                output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-            )
+        inputs = processor(text=texts, videos=videos, padding=True, return_tensors="pt", **processor_kwargs)
+        output = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False)
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)
+    return processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def generate_answers(
+    model, processor, records, media_root, batch_size: int = 16, max_new_tokens: int = 24, **processor_kwargs
+):
+    """Greedy answers to the records' user turns, `batch_size` records at a time."""
+    from ..training.data import resolve_media_path
+
+    answers = []
+    for start in range(0, len(records), batch_size):
+        questions, videos = [], []
+        for record in records[start : start + batch_size]:
+            content = record["messages"][0]["content"]
+            video = next(block for block in content if block["type"] == "video")
+            videos.append(str(resolve_media_path(video["path"], media_root)))
+            questions.append(next(block["text"] for block in content if block["type"] == "text"))
+        answers += greedy_answers(model, processor, questions, videos, max_new_tokens, **processor_kwargs)
     return answers
 
 
@@ -196,6 +201,7 @@ __all__ = [
     "SyntheticRun",
     "evaluate_synthetic",
     "generate_answers",
+    "greedy_answers",
     "loss_curve",
     "normalize_answer",
     "train_synthetic",
