@@ -1,7 +1,7 @@
 """Visual tokens kept by Mavors' token compression (paper §5.4) against the similarity threshold.
 
 Runs the benchmark video of `benchmarks/peers.py` (`benchmark_frames`, the same frames the peer comparison feeds
-every model; without peers.py, the test suite's sample video, and the report says so) through the Mavors-7B video processor (R_v = 384, 16-frame chunks, taken as sampled at 4 fps), then,
+every model) through the Mavors-7B video processor (R_v = 384, 16-frame chunks, taken as sampled at 4 fps), then,
 for each threshold, counts the tokens `merge_similar_chunk_tokens` keeps: the function `MavorsVisionModel.forward`
 applies between the IVE and the IFA, run here on the pooled IVE features of each feature source below (the ViT
 runs once per source; the merge is what changes with the threshold). One threshold per source is cross-checked
@@ -37,14 +37,9 @@ from transformers_mavors import MavorsVideoProcessor, MavorsVisionConfig, Mavors
 from transformers_mavors.modeling_mavors import merge_similar_chunk_tokens
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-try:
-    from peers import benchmark_frames  # the peer benchmark's video
+from peers import benchmark_frames  # noqa: E402  (the peer benchmark's video)
 
-    FRAME_SOURCE = "benchmarks/peers.py: benchmark_frames"
-except ImportError:  # peers.py not there: the test suite's sample video, said so in the report
-    from transformers_mavors.testing_utils import make_sample_frames as benchmark_frames
-
-    FRAME_SOURCE = "transformers_mavors.testing_utils.make_sample_frames (benchmarks/peers.py not found)"
+FRAME_SOURCE = "benchmarks/peers.py: benchmark_frames"
 
 DEFAULT_THRESHOLDS = [None, 0.99, 0.95, 0.9, 0.8, 0.7]
 SOURCES = ("pixels", "projection", "random-vit")

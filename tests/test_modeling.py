@@ -176,6 +176,23 @@ def test_micro_batch_size_does_not_change_output(video_tower):
     assert (reference - encode(video_tower, rows, grid, list(range(7)))).abs().max() <= 1e-5
 
 
+def test_token_blocks_without_grad_match_one_pass(model, monkeypatch):
+    """Long-video memory: without autograd the IFA MLP and projector run over token blocks, with the same result."""
+    import transformers_mavors.modeling_mavors as modeling
+
+    rows, grid = video_inputs(5, 4, 6)  # 5 chunks x 6 tokens = 30 tokens, blocks of 7 leave a remainder
+    inputs = dict(pixel_values_videos=rows, video_grid_thw=grid)
+    model.eval()
+    with torch.enable_grad():
+        one_pass = torch.cat(model.model.get_video_features(**inputs).pooler_output).detach()
+    monkeypatch.setattr(modeling, "TOKEN_BLOCK", 7)
+    with torch.no_grad():
+        blocked = torch.cat(model.model.get_video_features(**inputs).pooler_output)
+    assert blocked.shape == one_pass.shape == (30, model.config.text_config.hidden_size)
+    assert (blocked - one_pass).abs().max() <= 1e-5
+    assert one_pass.abs().max() > 1e-3  # the comparison is not between two zero tensors
+
+
 def test_eager_and_sdpa_agree(model, config, tokenizer):
     rows, grid = video_inputs(3, 4, 6)
     ids = torch.tensor(

@@ -175,3 +175,28 @@ def test_training_path_runs_and_generation_stops_at_im_end(tmp_path):
     assert run.num_heldout == {"needle": 2} and 0 <= run.accuracy["needle"] <= 1
     im_end = run.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert run.model.generation_config.eos_token_id == im_end
+
+
+@pytest.mark.slow
+def test_a_short_training_run_beats_chance(tmp_path):
+    """A smaller version of the demo recipe (two tasks, 400 steps, about 3 minutes) learns far above chance."""
+    run = train_synthetic(
+        tmp_path,
+        tasks=("needle", "order"),
+        train_per_task=400,
+        heldout_per_task=64,
+        max_steps=400,
+        batch_size=16,
+        progress=False,
+    )
+    for task in ("needle", "order"):
+        assert run.num_heldout[task] == 64
+        assert run.accuracy[task] >= CHANCE[task] + 0.3, (task, run.accuracy)
+
+
+def test_repeat_must_name_trained_tasks_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="repeat"):
+        train_synthetic(tmp_path, tasks=("needle",), repeat={"motion": 2}, progress=False)
+    with pytest.raises(ValueError, match="repeat"):
+        train_synthetic(tmp_path, tasks=("needle",), repeat={"needle": 0}, progress=False)
+    assert not any(tmp_path.iterdir())

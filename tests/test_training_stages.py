@@ -101,8 +101,11 @@ def test_parameter_groups_give_vision_one_tenth_and_no_decay_to_norms_and_biases
 def test_parameter_groups_reject_bad_rates():
     with pytest.raises(ValueError, match="learning_rate"):
         mavors_parameter_groups(tiny_model(), learning_rate=0.0)
-    with pytest.raises(ValueError, match="vision_lr_scale"):
-        mavors_parameter_groups(tiny_model(), vision_lr_scale=2.0)
+    for bad in (0.0, -0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="vision_lr_scale"):
+            mavors_parameter_groups(tiny_model(), vision_lr_scale=bad)
+    groups = mavors_parameter_groups(tiny_model(), learning_rate=1e-4, vision_lr_scale=3.0)
+    assert {group["name"]: group["lr"] for group in groups}["vision"] == pytest.approx(3e-4)
 
 
 @pytest.mark.parametrize("stage", ["1", "1.5"])

@@ -42,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser("generate", help="answer a prompt about a video or an image")
-    generate.add_argument("--model", required=True, help="checkpoint directory or Hub id")
+    generate.add_argument(
+        "--model",
+        help="checkpoint directory or Hub id (default: the tiny offline demo model of the synthetic domain)",
+    )
     media = generate.add_mutually_exclusive_group()
     media.add_argument("--video", help="video file")
     media.add_argument("--image", help="image file")
@@ -113,6 +116,16 @@ def run_generate(args) -> int:
 
     if args.video is None and args.image is None:
         raise SystemExit("mavors generate: error: one of --video or --image is required")
+    if args.model is None:
+        from .synthetic.demo import demo_model_path
+
+        args.model = str(demo_model_path())
+        print(
+            f"mavors generate: no --model given, using the bundled demo model ({args.model}): a 0.6 M-parameter "
+            "toy trained only on synthetic coloured-shape videos (docs/learning.md). Pass --model for a real "
+            "checkpoint.",
+            file=sys.stderr,
+        )
     check_checkpoint_dir(args.model)
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)

@@ -138,6 +138,11 @@ def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: 
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
+# Tokens per block for the per-token MLPs (IFA MLP, projector) when no gradient is recorded: long videos then
+# never hold a whole (tokens, intermediate) activation. Blocks give the same result as one pass.
+TOKEN_BLOCK = 2048
+
+
 class MavorsAggregatorAttention(nn.Module):
     """Causal self-attention whose rotary angle depends on the chunk distance only (eq. 4)."""
 
@@ -215,7 +220,13 @@ class MavorsAggregatorLayer(GradientCheckpointingLayer):
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), cos, sin)
-        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+        if torch.is_grad_enabled() or hidden_states.shape[1] <= TOKEN_BLOCK:
+            return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+        # Without autograd the MLP, which works per token, runs over blocks of tokens in place, so its
+        # (tokens, ifa_intermediate_size) activation never exists whole: long-video memory stays near the tokens kept.
+        for block in hidden_states.split(TOKEN_BLOCK, dim=1):
+            block += self.mlp(self.layer_norm2(block))
+        return hidden_states
 
 
 class MavorsAggregator(nn.Module):
@@ -561,7 +572,13 @@ class MavorsProjector(nn.Module):
         self.linear_2 = nn.Linear(config.text_config.hidden_size, config.text_config.hidden_size)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(features)))
+        if torch.is_grad_enabled() or features.shape[0] <= TOKEN_BLOCK:
+            return self.linear_2(self.act(self.linear_1(features)))
+        # without autograd, blocks of tokens: the hidden activation never exists for all tokens at once
+        output = features.new_empty(*features.shape[:-1], self.linear_2.out_features)
+        for block, out in zip(features.split(TOKEN_BLOCK), output.split(TOKEN_BLOCK), strict=True):
+            out.copy_(self.linear_2(self.act(self.linear_1(block))))
+        return output
 
 
 @dataclass

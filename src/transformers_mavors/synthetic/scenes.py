@@ -1,6 +1,7 @@
 """Procedural videos of coloured shapes, each with the question and answer that only its rendering can settle.
 
-Every video is a list of chunks of `FRAMES_PER_CHUNK` frames, drawn on a static, noisy dark background. The
+Every video is a list of chunks of `FRAMES_PER_CHUNK` frames, drawn on a static, noisy mid-grey background
+(zero-mean pixels after normalisation; see docs/learning.md for why that matters). The
 tasks need the two granularities Mavors encodes separately:
 
 | task | what happens | question | answers (chance) |
@@ -9,7 +10,7 @@ tasks need the two granularities Mavors encodes separately:
 | `order` | three colours each show in one chunk | which colour appears first? | the 3 shown (1/3) |
 | `count` | a white circle flashes in k non-adjacent chunks | how many times? | one..four (1/4) |
 | `caption` | a square moves one way, then a square of another colour another way | describe the video | 4*4*3*4 (1/192) |
-| `needle` | a grey square drifts; one frame is flooded with a colour | what colour is the flash? | 4 colours (1/4) |
+| `needle` | a dark square drifts; one frame is flooded with a colour | what colour is the flash? | 4 colours (1/4) |
 
 `motion` restarts the square in every chunk, so the direction is visible only *within* a chunk; `order` and
 `count` show each shape in a single chunk, so the answer lies only *across* chunks. Everything is seeded: the
@@ -37,7 +38,7 @@ COLOURS = {
 DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
 NUMBERS = ("zero", "one", "two", "three", "four")
 WHITE = (235, 235, 235)
-GREY = (120, 120, 120)
+DARK = (40, 40, 40)
 
 PROMPTS = {
     "motion": "Which way does the square move?",
@@ -50,7 +51,8 @@ TASKS = tuple(PROMPTS)
 CHANCE = {"motion": 1 / 4, "order": 1 / 3, "count": 1 / 4, "caption": 1 / 192, "needle": 1 / 4}
 
 SQUARE = 14  # side of a square, in pixels
-TEXTURE = 16  # the background's pixel values lie in [0, TEXTURE)
+BACKGROUND = 128  # mid-grey: the normalised pixels of an empty frame are near zero
+TEXTURE = 16  # the background's pixel values lie in [BACKGROUND - TEXTURE / 2, BACKGROUND + TEXTURE / 2)
 STEP = 5  # pixels a moving square travels per frame
 
 
@@ -77,8 +79,9 @@ def caption_text(colour_a: str, direction_a: str, colour_b: str, direction_b: st
 
 
 def background(rng: np.random.Generator, num_frames: int, size: int = SIZE) -> np.ndarray:
-    """A static dark texture repeated over `num_frames` frames."""
-    texture = rng.integers(0, TEXTURE, size=(size, size, 3), dtype=np.uint8)
+    """A static mid-grey texture repeated over `num_frames` frames."""
+    low = BACKGROUND - TEXTURE // 2
+    texture = rng.integers(low, low + TEXTURE, size=(size, size, 3), dtype=np.uint8)
     return np.repeat(texture[None], num_frames, axis=0)
 
 
@@ -161,12 +164,12 @@ def caption_scene(rng: np.random.Generator, num_chunks: int | None = None) -> Sc
 
 
 def haystack_frames(rng: np.random.Generator, num_frames: int) -> np.ndarray:
-    """A grey square drifting on a dark texture: a haystack with motion but no colour."""
+    """A dark square drifting on the grey texture: a haystack with motion but no colour."""
     frames = background(rng, num_frames)
     y, x = (float(v) for v in rng.integers(0, SIZE - SQUARE + 1, size=2))
     vy, vx = (float(v) for v in rng.uniform(-1.5, 1.5, size=2))
     for t in range(num_frames):
-        draw_square(frames[t], int(y), int(x), GREY)
+        draw_square(frames[t], int(y), int(x), DARK)
         y, x = y + vy, x + vx
         if not 0 <= y <= SIZE - SQUARE:
             vy, y = -vy, min(max(y, 0), SIZE - SQUARE)

@@ -105,8 +105,9 @@ def mavors_parameter_groups(
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if not 0 < vision_lr_scale <= 1:
-        raise ValueError(f"vision_lr_scale must be in (0, 1], got {vision_lr_scale}")
+    if not 0 < vision_lr_scale < float("inf"):
+        # above 1 is allowed: a vision tower trained from scratch may learn faster than the LLM it feeds
+        raise ValueError(f"vision_lr_scale must be a positive finite number, got {vision_lr_scale}")
     groups = {
         "language": {"params": [], "lr": learning_rate, "weight_decay": weight_decay},
         "language_no_decay": {"params": [], "lr": learning_rate, "weight_decay": 0.0},
