@@ -1,5 +1,8 @@
 """Shared fixtures: tiny configs, a local tokenizer, seeded random models and packed inputs."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import (
@@ -34,6 +37,14 @@ def vision_config():
 @pytest.fixture
 def config(tokenizer):
     return tiny_mavors_config(tokenizer)
+
+
+def mavors(*args, timeout=300) -> subprocess.CompletedProcess:
+    """Run the `mavors` console script's entry point in a fresh interpreter, as a user would."""
+    code = "import sys; from transformers_mavors.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:

@@ -1,21 +1,12 @@
 """The `mavors` console script, run in subprocesses as a user would."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import mavors
 from transformers import pipeline
 
 from transformers_mavors.testing_utils import write_sample_video
-
-
-def mavors(*args, timeout=300):
-    """Run the console script's entry point in a fresh interpreter."""
-    code = "import sys; from transformers_mavors.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture(scope="module")

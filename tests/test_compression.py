@@ -1,12 +1,10 @@
 """Token compression before the IFA (SPEC §2.5, paper §5.4): semantics, the two-step API, pipeline and CLI."""
 
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import image_inputs, prompt_ids, randomize_, tokens_for, video_inputs
+from conftest import image_inputs, mavors, prompt_ids, randomize_, tokens_for, video_inputs
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
@@ -480,27 +478,18 @@ def test_pipeline_follows_the_checkpoint_setting(checkpoint, video_path, tmp_pat
 
 
 def test_cli_generate_with_compression(checkpoint, video_path):
-    code = "import sys; from transformers_mavors.cli import main; sys.exit(main(sys.argv[1:]))"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "generate",
-            "--model",
-            str(checkpoint),
-            "--video",
-            video_path,
-            "--prompt",
-            "Describe the video.",
-            "--max-new-tokens",
-            "4",
-            "--token-compression-threshold",
-            "0.9",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = mavors(
+        "generate",
+        "--model",
+        checkpoint,
+        "--video",
+        video_path,
+        "--prompt",
+        "Describe the video.",
+        "--max-new-tokens",
+        "4",
+        "--token-compression-threshold",
+        "0.9",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stderr.splitlines() if line.startswith("token compression"))

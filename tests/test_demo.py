@@ -1,13 +1,12 @@
 """The offline demo: the shipped tiny checkpoint and sample video answer the README's "run it" command."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tomllib
+from conftest import mavors
 
 from transformers_mavors.synthetic import make_scene
 from transformers_mavors.synthetic.data import HELDOUT_SEED_OFFSET
@@ -68,22 +67,7 @@ def test_missing_demo_model_is_a_clear_error(monkeypatch, tmp_path):
 
 def test_generate_without_model_describes_the_sample():
     """The README's "run it" command, offline: the bundled model captions the sample correctly."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "transformers_mavors.cli",
-            "generate",
-            "--video",
-            str(SAMPLE),
-            "--prompt",
-            "Describe the video.",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    result = mavors("generate", "--video", SAMPLE, "--prompt", "Describe the video.")
     assert result.returncode == 0, result.stderr
     assert "demo model" in result.stderr and str(DEMO_MODEL_DIR.name) in result.stderr
     reference = make_scene("caption", HELDOUT_SEED_OFFSET + DEMO_SAMPLE_SEED).answer

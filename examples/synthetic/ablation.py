@@ -66,9 +66,9 @@ def main() -> int:
                 flush=True,
             )
 
+    scores_of = {name: [r["accuracy"] for r in runs if r["variant"] == name] for name in VARIANTS}
     summary = {}
-    for name in VARIANTS:
-        scores = [r["accuracy"] for r in runs if r["variant"] == name]
+    for name, scores in scores_of.items():
         summary[name] = {
             "mean": statistics.mean(scores),
             "stdev": statistics.stdev(scores) if len(scores) > 1 else 0.0,
@@ -91,7 +91,7 @@ def main() -> int:
 
     figure, axis = plt.subplots(figsize=(7, 3.6))
     for x, name in enumerate(VARIANTS):
-        scores = [r["accuracy"] for r in runs if r["variant"] == name]
+        scores = scores_of[name]
         axis.bar(x, summary[name]["mean"], color="C0", alpha=0.5)
         axis.errorbar(x, summary[name]["mean"], yerr=summary[name]["stdev"], color="k", capsize=6)
         axis.plot([x] * len(scores), scores, "o", color="C1", ms=5)

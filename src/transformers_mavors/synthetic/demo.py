@@ -43,7 +43,9 @@ def _drop_auto_maps(data) -> bool:
     if not isinstance(data, dict):
         return False
     found = data.pop("auto_map", None) is not None
-    return any([_drop_auto_maps(value) for value in data.values()]) or found
+    for value in data.values():
+        found = _drop_auto_maps(value) or found
+    return found
 
 
 __all__ = ["DEMO_MODEL_DIR", "DEMO_SAMPLE_SEED", "demo_model_path", "strip_code"]

@@ -55,15 +55,14 @@ class _HeldoutAccuracy(TrainerCallback):
             scores, _ = evaluate_synthetic(
                 model, self.processor, self.records, self.media_root, self.batch_size
             )
+            # greedy_answers puts the model back in training mode itself
             self.points.append({"step": state.global_step, **{f"accuracy/{k}": v for k, v in scores.items()}})
-            model.train()
 
 
 def normalize_answer(text: str) -> str:
     return " ".join(text.strip().lower().rstrip(".").split())
 
 
-@torch.no_grad()
 @torch.no_grad()
 def greedy_answers(
     model, processor, questions, videos, max_new_tokens: int = 24, **processor_kwargs
