@@ -928,6 +928,7 @@ def run_memory(
         "rows": rows,
         "micro_batch": micro_batch,
         "ratio_peak": last["peak_mb"] / first["peak_mb"],
+        "ratio_peak_beyond_kept": (last["peak_mb"] - last["kept_mb"]) / (first["peak_mb"] - first["kept_mb"]),
         "ratio_ive_beyond_kept": last["ive_beyond_kept_mb"] / first["ive_beyond_kept_mb"],
     }
 
@@ -982,6 +983,7 @@ def print_report(report: dict) -> None:
             )
         print(
             f"largest/smallest with micro-batching: peak {memory['ratio_peak']:.2f}x, "
+            f"peak beyond the kept tokens {memory['ratio_peak_beyond_kept']:.2f}x, "
             f"IVE phase beyond the kept tokens {memory['ratio_ive_beyond_kept']:.2f}x"
         )
 
@@ -1030,6 +1032,51 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def plot_memory(report: dict, path: Path) -> None:
+    """Encoding memory against chunks: the whole peak, the part beyond the kept tokens, and the kept tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    memory = report["memory"]
+    rows = [r for r in memory["rows"] if r["vision_chunk_batch_size"] == memory["micro_batch"]]
+    chunks = [r["chunks"] for r in rows]
+    fig, axis = plt.subplots(figsize=(6.4, 4.2))
+    for key, label in (
+        ("peak_mb", "peak"),
+        ("beyond", "peak beyond the kept tokens"),
+        ("kept_mb", "kept tokens (IVE output)"),
+    ):
+        values = [r["peak_mb"] - r["kept_mb"] if key == "beyond" else r[key] for r in rows]
+        axis.plot(chunks, values, marker="o", label=f"{label}, micro-batch {memory['micro_batch']}")
+    for r in memory["rows"]:
+        if r["vision_chunk_batch_size"] != memory["micro_batch"]:
+            axis.scatter([r["chunks"]], [r["peak_mb"]], marker="x", color="black", zorder=3)
+            axis.annotate(
+                f"no micro-batching: {r['peak_mb']:,.0f} MB",
+                (r["chunks"], r["peak_mb"]),
+                textcoords="offset points",
+                xytext=(-150, -4),
+                fontsize=8,
+            )
+    axis.set_yscale("log")
+    axis.set_xlabel(f"chunks ({FRAMES_PER_CHUNK} frames each)")
+    axis.set_ylabel("MB")
+    axis.set_xticks(chunks)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    setup = report["setup"]
+    axis.set_title(
+        f"Mavors video encoding memory, {setup['width']}x{setup['height']}, {setup['dtype']}\n"
+        f"{chunks[-1]} vs {chunks[0]} chunks: {memory['ratio_peak']:.2f}x in total, "
+        f"{memory['ratio_peak_beyond_kept']:.2f}x beyond the kept tokens",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def pick_threads(candidates: list[int]) -> tuple[int, dict]:
     """The CPU thread count (of `candidates`) that runs a transformer-layer-like workload fastest, all models alike.
 
@@ -1058,7 +1105,7 @@ def pick_threads(candidates: list[int]) -> tuple[int, dict]:
         torch.set_num_threads(threads)
         workload()
         runs = []
-        for _ in range(5):
+        for _ in range(3):
             start = time.perf_counter()
             workload()
             runs.append(time.perf_counter() - start)
@@ -1086,7 +1133,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", help="frame size WxH (default 448x252; --quick 224x140)")
     parser.add_argument("--repeats", type=int, help="timed rounds after the warm-up (default 3, at least 3)")
     parser.add_argument(
-        "--decode-tokens", type=int, help="tokens decoded after the first (default 32; quick 8)"
+        "--decode-tokens", type=int, help="tokens decoded after the first (default 32; quick 5)"
     )
     parser.add_argument(
         "--llm", choices=sorted(LLMS), help="shared LLM widths (default: 7b on GPU, 0.5b on CPU)"
@@ -1122,6 +1169,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--from-json", type=Path, help="print and plot a saved report instead of measuring")
     parser.add_argument("--plot", type=Path, help="draw tokens, TTFT and memory against frames to this PNG")
+    parser.add_argument("--memory-plot", type=Path, help="draw encoding memory against chunks to this PNG")
     args = parser.parse_args(argv)
 
     if args.from_json:
@@ -1129,6 +1177,8 @@ def main(argv: list[str] | None = None) -> dict:
         print_report(report)
         if args.plot:
             plot(report, args.plot)
+        if args.memory_plot and report.get("memory"):
+            plot_memory(report, args.memory_plot)
         return report
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     gpu, tiny = device.type == "cuda", args.tiny
@@ -1162,7 +1212,7 @@ def _run(args: argparse.Namespace, device: torch.device, thread_timings: dict | 
         height=height,
         frames=args.frames or ([8, 16] if tiny else [16, 64] if quick else [16, 64, 256]),
         repeats=repeats,
-        decode_tokens=args.decode_tokens or (2 if tiny else 8 if quick else 32),
+        decode_tokens=args.decode_tokens or (2 if tiny else 5 if quick else 32),
         tiny=tiny,
         video_llama_3_all_logits=args.video_llama_3_all_logits,
     )
@@ -1194,6 +1244,8 @@ def _run(args: argparse.Namespace, device: torch.device, thread_timings: dict | 
         args.json.write_text(json.dumps(report, indent=2))
     if args.plot and report["results"]:
         plot(report, args.plot)
+    if args.memory_plot and report.get("memory"):
+        plot_memory(report, args.memory_plot)
     return report
 
 

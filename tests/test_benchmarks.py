@@ -142,9 +142,10 @@ def test_vision_flop_count_matches_torch_flop_counter(peers, vision_config):
 
 def test_peers_tiny_run_writes_the_json_schema(peers, tmp_path):
     report_path, plot_path = tmp_path / "peers.json", tmp_path / "peers.png"
+    memory_plot_path = tmp_path / "memory.png"
     argv = ["--tiny", "--json", str(report_path)]
     if importlib.util.find_spec("matplotlib") is not None:
-        argv += ["--plot", str(plot_path)]
+        argv += ["--plot", str(plot_path), "--memory-plot", str(memory_plot_path)]
     peers.main(argv)
     report = json.loads(report_path.read_text())
     assert isinstance(report["device"], str)
@@ -170,5 +171,10 @@ def test_peers_tiny_run_writes_the_json_schema(peers, tmp_path):
     assert tokens["mavors", 16] == 2 and tokens["qwen2_5_vl", 16] == 16 and tokens["video_llama_3", 16] == 32
     assert 0 < report["utilisation"]["fraction"]
     assert [row["chunks"] for row in report["memory"]["rows"]][:3] == [1, 2, 4]
+    memory = report["memory"]
+    first, last = memory["rows"][0], memory["rows"][2]
+    assert memory["ratio_peak_beyond_kept"] == pytest.approx(
+        (last["peak_mb"] - last["kept_mb"]) / (first["peak_mb"] - first["kept_mb"])
+    )
     if "--plot" in argv:
-        assert plot_path.stat().st_size > 0
+        assert plot_path.stat().st_size > 0 and memory_plot_path.stat().st_size > 0

@@ -185,11 +185,27 @@ def test_token_blocks_without_grad_match_one_pass(model, monkeypatch):
     model.eval()
     with torch.enable_grad():
         one_pass = torch.cat(model.model.get_video_features(**inputs).pooler_output).detach()
+    vision_config = model.config.vision_config
+    monkeypatch.setattr(vision_config, "vision_chunk_batch_size", 1)
+    calls = []
+    monkeypatch.setattr(
+        modeling.MavorsAggregatorMLP,
+        "forward",
+        lambda self, x: calls.append(x.shape[1]) or self.fc2(self.act(self.fc1(x))),
+    )
+    with torch.no_grad():  # IFA blocks of one micro-batch's rows: 1 chunk x 24 patches
+        per_micro_batch = torch.cat(model.model.get_video_features(**inputs).pooler_output)
+    layers = vision_config.ifa_num_hidden_layers
+    assert calls == [24, 6] * layers
+    calls.clear()
+    monkeypatch.setattr(vision_config, "vision_chunk_batch_size", 8)
     monkeypatch.setattr(modeling, "TOKEN_BLOCK", 7)
     with torch.no_grad():
         blocked = torch.cat(model.model.get_video_features(**inputs).pooler_output)
-    assert blocked.shape == one_pass.shape == (30, model.config.text_config.hidden_size)
-    assert (blocked - one_pass).abs().max() <= 1e-5
+    assert calls == [7, 7, 7, 7, 2] * layers
+    for result in (per_micro_batch, blocked):
+        assert result.shape == one_pass.shape == (30, model.config.text_config.hidden_size)
+        assert (result - one_pass).abs().max() <= 1e-5
     assert one_pass.abs().max() > 1e-3  # the comparison is not between two zero tensors
 
 
@@ -206,6 +222,52 @@ def test_eager_and_sdpa_agree(model, config, tokenizer):
         assert model.config.vision_config._attn_implementation == "eager"
         eager = model(**kwargs).logits
     assert (sdpa - eager).abs().max() <= 1e-5
+
+
+def test_rotation_matches_qwen2_rope_in_value_and_gradient():
+    """The IFA's lean RoPE rotation (one new tensor) computes what transformers' `apply_rotary_pos_emb` does."""
+    from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+    from transformers_mavors.modeling_mavors import rotary_cos_sin, rotate
+
+    torch.manual_seed(0)
+    positions = torch.tensor([[0, 0, 3, 3, 7, 7], [1, 1, 1, 2, 2, 2]])
+    cos, sin = rotary_cos_sin(positions, head_dim=8, theta=10000.0, dtype=torch.float32)
+    x = torch.randn(2, 3, 6, 8, requires_grad=True)
+    weights = torch.randn(2, 3, 6, 8)
+    ours = rotate(x, cos, sin)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
+    reference, _ = apply_rotary_pos_emb(x, x, cos, sin)
+    (grad_reference,) = torch.autograd.grad((reference * weights).sum(), x)
+    assert torch.allclose(ours, reference, atol=1e-6)
+    assert torch.allclose(grad_ours, grad_reference, atol=1e-6)
+    assert (ours - x).abs().max() > 0.1  # positions other than 0 do rotate
+
+
+def test_aggregator_sdpa_and_eager_agree_with_gradients():
+    """The IFA calls torch's SDPA itself (to free Q/K/V early); in training it matches the eager path and its grads."""
+    from transformers_mavors import MavorsVisionConfig
+    from transformers_mavors.modeling_mavors import MavorsAggregator
+
+    config = MavorsVisionConfig(
+        hidden_size=32, ifa_num_attention_heads=4, ifa_intermediate_size=64, ifa_num_hidden_layers=2
+    )
+    torch.manual_seed(0)
+    aggregator = randomize_(MavorsAggregator(config), seed=0, std=0.1).train()
+    hidden = torch.randn(2, 12, 32)
+    positions = torch.arange(12).div(4, rounding_mode="floor").expand(2, -1)
+    results = {}
+    for implementation in ("sdpa", "eager"):
+        config._attn_implementation = implementation
+        aggregator.zero_grad()
+        out = aggregator(hidden, positions)
+        out.square().sum().backward()
+        results[implementation] = (out.detach(), [p.grad.clone() for p in aggregator.parameters()])
+    (sdpa, sdpa_grads), (eager, eager_grads) = results["sdpa"], results["eager"]
+    assert (sdpa - eager).abs().max() <= 1e-5
+    for a, b in zip(sdpa_grads, eager_grads, strict=True):
+        assert (a - b).abs().max() <= 1e-4 * max(1.0, b.abs().max().item())
+    assert max(g.abs().max() for g in sdpa_grads) > 1e-3
 
 
 # ---- invariant 2: text-only logits equal Qwen2 --------------------------------------------------

@@ -32,7 +32,6 @@ from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 from transformers.models.siglip.modeling_siglip import SiglipEncoder, eager_attention_forward
 from transformers.utils import can_return_tuple, logging
 
@@ -138,8 +137,21 @@ def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: 
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-# Tokens per block for the per-token MLPs (IFA MLP, projector) when no gradient is recorded: long videos then
-# never hold a whole (tokens, intermediate) activation. Blocks give the same result as one pass.
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE rotation of `x` `(batch, heads, seq, head_dim)` by `(batch, seq, head_dim)` tables (eq. 4).
+
+    The value of `x * cos + rotate_half(x) * sin` (transformers' `apply_rotary_pos_emb`), built in one new tensor
+    instead of four temporaries of x's size: over a long video's tokens each is tens of MB.
+    """
+    half = x.shape[-1] // 2
+    out = torch.cat((x[..., half:], x[..., :half]), dim=-1).mul_(sin.unsqueeze(1))
+    out[..., :half].neg_()  # rotate_half's sign
+    return out.addcmul_(x, cos.unsqueeze(1))
+
+
+# Most tokens per block for the per-token MLPs (IFA MLP, projector) when no gradient is recorded: long videos then
+# never hold a whole (tokens, intermediate) activation. The IFA's blocks are also at most the rows of one ViT
+# micro-batch, so its MLP never holds more than the ViT's did. Blocks give the same result as one pass.
 TOKEN_BLOCK = 2048
 
 
@@ -169,30 +181,34 @@ class MavorsAggregatorAttention(nn.Module):
         key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
         # eq. 4: q_l R_{pos(l) - pos(l')} k_l'^T, pos = chunk position id of the token
-        query, key = apply_rotary_pos_emb(query, key, cos, sin)
+        query = rotate(query, cos, sin)  # one at a time, so only one unrotated copy is alive at once
+        key = rotate(key, cos, sin)
 
         implementation = self.config._attn_implementation or "sdpa"
-        attention_mask = None
-        if implementation not in ("sdpa",) and "flash" not in implementation:
-            # eager (and anything without a native causal flag) gets the token-level causal mask explicitly
-            attention_mask = torch.full(
-                (seq, seq), torch.finfo(query.dtype).min, dtype=query.dtype, device=query.device
-            )
-            attention_mask = attention_mask.triu(1)[None, None]
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            implementation, eager_attention_forward
-        )
+        dropout = self.dropout if self.training else 0.0
         # eqs. 5-6: softmax(SDP) V under the token-level causal mask
-        attn_output, _ = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            is_causal=True,
-            scaling=self.scaling,
-            dropout=self.dropout if self.training else 0.0,
-        )
+        if implementation == "sdpa":
+            # torch's kernel called here rather than through the interface, so Q/K/V are released before the
+            # (batch, heads, seq, head_dim) -> (batch, seq, heads * head_dim) copy: one long-video activation less
+            attn_output = F.scaled_dot_product_attention(
+                query, key, value, dropout_p=dropout, is_causal=True, scale=self.scaling
+            )
+            del query, key, value
+            attn_output = attn_output.transpose(1, 2)
+        else:
+            attention_mask = None
+            if "flash" not in implementation:
+                # eager (and anything without a native causal flag) gets the token-level causal mask explicitly
+                attention_mask = torch.full(
+                    (seq, seq), torch.finfo(query.dtype).min, dtype=query.dtype, device=query.device
+                )
+                attention_mask = attention_mask.triu(1)[None, None]
+            attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+                implementation, eager_attention_forward
+            )
+            attn_output, _ = attention_interface(
+                self, query, key, value, attention_mask, is_causal=True, scaling=self.scaling, dropout=dropout
+            )
         return self.o_proj(attn_output.reshape(batch, seq, -1))
 
 
@@ -218,13 +234,20 @@ class MavorsAggregatorLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MavorsAggregatorMLP(config)
 
-    def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        token_block: int | None = None,
+    ) -> torch.Tensor:
         hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), cos, sin)
-        if torch.is_grad_enabled() or hidden_states.shape[1] <= TOKEN_BLOCK:
+        token_block = token_block or TOKEN_BLOCK
+        if torch.is_grad_enabled() or hidden_states.shape[1] <= token_block:
             return hidden_states + self.mlp(self.layer_norm2(hidden_states))
         # Without autograd the MLP, which works per token, runs over blocks of tokens in place, so its
         # (tokens, ifa_intermediate_size) activation never exists whole: long-video memory stays near the tokens kept.
-        for block in hidden_states.split(TOKEN_BLOCK, dim=1):
+        for block in hidden_states.split(token_block, dim=1):
             block += self.mlp(self.layer_norm2(block))
         return hidden_states
 
@@ -239,12 +262,17 @@ class MavorsAggregator(nn.Module):
             [MavorsAggregatorLayer(config) for _ in range(config.ifa_num_hidden_layers)]
         )
 
-    def forward(self, hidden_states: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """`(batch, seq, d)` token sequences with rotary positions `(batch, seq)` -> `(batch, seq, d)`."""
+    def forward(
+        self, hidden_states: torch.Tensor, position_ids: torch.Tensor, token_block: int | None = None
+    ) -> torch.Tensor:
+        """`(batch, seq, d)` token sequences with rotary positions `(batch, seq)` -> `(batch, seq, d)`.
+
+        Without autograd the MLPs work over blocks of at most `token_block` tokens (default `TOKEN_BLOCK`).
+        """
         head_dim = self.config.hidden_size // self.config.ifa_num_attention_heads
         cos, sin = rotary_cos_sin(position_ids, head_dim, self.config.ifa_rope_theta, hidden_states.dtype)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, cos, sin)
+            hidden_states = layer(hidden_states, cos, sin, token_block)
         return hidden_states
 
 
@@ -475,16 +503,25 @@ class MavorsVisionModel(MavorsPreTrainedModel):
 
         # IFA, items of equal length batched
         outputs: list[torch.Tensor | None] = list(sequences)
+        # the IFA MLP's token blocks hold no more rows than a ViT micro-batch did (TOKEN_BLOCK at most)
+        token_block = min(TOKEN_BLOCK, config.vision_chunk_batch_size * max(h * w for _, h, w in grid))
         if config.ifa_num_hidden_layers:
             for members in length_groups.values():
-                batch = torch.stack([sequences[i] for i in members])
+                # one item (a whole video): its tokens as they are, without a stacked copy
+                batch = (
+                    torch.stack([sequences[i] for i in members])
+                    if len(members) > 1
+                    else sequences[members[0]][None]
+                )
                 if config.ifa_position_mode == "chunk":
                     ids = torch.stack([token_positions[i] for i in members])
                 else:
                     ids = torch.arange(batch.shape[1]).expand(len(members), -1)
-                for i, out in zip(members, self.aggregator(batch, ids.to(batch.device)), strict=True):
+                for i, out in zip(
+                    members, self.aggregator(batch, ids.to(batch.device), token_block), strict=True
+                ):
                     outputs[i] = out
-        hidden = torch.cat(outputs)
+        hidden = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
         if any(extra_calls):
             hidden = hidden + self._idle_calls(*extra_calls, like=hidden)
         token_counts = torch.tensor([len(sequence) for sequence in sequences], device=hidden.device)
