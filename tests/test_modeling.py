@@ -556,12 +556,14 @@ def test_wrong_number_of_chunk_positions(video_tower):
         video_tower(rows, grid, torch.tensor([0, 1]))
 
 
-# ---- multi-process safety -----------------------------------------------------------------------
+# ---- multi-process safety (the training hooks of transformers_mavors.training.rank_sync) -----------------
 
 
 @pytest.mark.parametrize("media", ["none", "video", "image"])
 def test_training_forward_runs_vision_tower_for_every_modality(model, config, tokenizer, media):
     """Whatever a batch holds, a training forward runs the tower once per modality and reaches every weight."""
+    from transformers_mavors.training import synchronize_vision_calls
+
     ids, rows, grid, _ = video_prompt(config, tokenizer)
     kwargs = {}
     if media == "video":
@@ -574,6 +576,7 @@ def test_training_forward_runs_vision_tower_for_every_modality(model, config, to
         ids = torch.tensor([tokenizer("Only text here.")["input_ids"]])
     with torch.no_grad():
         reference = model.eval()(input_ids=ids, **kwargs).logits
+    synchronize_vision_calls(model)
     calls = []
     handle = model.model.vision_model.register_forward_hook(lambda *args: calls.append(1))
     model.train()
@@ -584,3 +587,18 @@ def test_training_forward_runs_vision_tower_for_every_modality(model, config, to
     assert torch.allclose(out.logits, reference, atol=1e-6)  # the dummy term adds exactly zero
     assert all(p.grad is not None for p in model.model.vision_model.parameters())
     assert all(p.grad is not None for p in model.model.projector.parameters())
+
+
+def test_the_model_alone_runs_no_extra_vision_calls(model, config, tokenizer):
+    """Rank synchronisation is the trainer's business: without its hooks a training forward encodes only the
+    batch's own media (the modeling code holds no distributed logic)."""
+    import inspect
+
+    import transformers_mavors.modeling_mavors as modeling
+
+    calls = []
+    model.model.vision_model.register_forward_hook(lambda *args: calls.append(1))
+    ids = torch.tensor([tokenizer("Only text here.")["input_ids"]])
+    model.train()(input_ids=ids, labels=ids).loss.backward()
+    assert calls == []
+    assert "torch.distributed" not in inspect.getsource(modeling)

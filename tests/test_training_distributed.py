@@ -1,9 +1,9 @@
 """Multi-process safety: every rank runs the vision tower the same number of times, whatever its batch holds.
 
-The model adds a zero-weighted dummy vision pass for each modality a training batch lacks
-(`MavorsModel._dummy_media_term`), so a text-only rank and a video rank call the tower equally often and touch
-the same parameters: DDP needs no `find_unused_parameters`, and ZeRO-3 does not wait forever for a gather the
-other rank never makes (QwenLM #126, DeepSpeed #6438).
+The training hooks (`transformers_mavors.training.synchronize_vision_calls`, installed by the trainers) add a
+zero-weighted dummy vision pass for each modality a training batch lacks, so a text-only rank and a video rank call
+the tower equally often and touch the same parameters: DDP needs no `find_unused_parameters`, and ZeRO-3 does not
+wait forever for a gather the other rank never makes (QwenLM #126, DeepSpeed #6438).
 
 This file is also the worker of the 2-process run: `torchrun --nproc_per_node 2 tests/test_training_distributed.py
 OUT_DIR` (gloo, CPU) trains with `MavorsTrainer` where rank 0 only ever sees text and rank 1 only video.
@@ -27,7 +27,7 @@ from test_training_fixtures import (  # noqa: F401 (one_torch_thread is an autou
     training_args,
 )
 
-from transformers_mavors import MavorsModel
+from transformers_mavors.training import has_sharded_weights, synchronize_vision_calls
 
 
 def parameter_digest(model: torch.nn.Module) -> str:
@@ -49,6 +49,7 @@ def count_vision_calls(model) -> list[int]:
 
 def test_text_only_training_step_gives_every_parameter_a_gradient():
     model = tiny_model().train()
+    synchronize_vision_calls(model)
     batch = handmade_batch([{"kind": "text", "seed": 0}, {"kind": "text", "seed": 1}])
     calls = count_vision_calls(model)
     model(**batch).loss.backward()
@@ -60,6 +61,7 @@ def test_text_only_training_step_gives_every_parameter_a_gradient():
 @pytest.mark.parametrize("kinds", [("text",), ("video",), ("image",), ("video", "image")])
 def test_vision_tower_runs_the_same_number_of_times_for_any_batch(kinds):
     model = tiny_model().train()
+    synchronize_vision_calls(model)
     calls = count_vision_calls(model)
     model(**handmade_batch([{"kind": kind, "seed": i} for i, kind in enumerate(kinds)])).loss.backward()
     assert calls[0] == 2
@@ -67,6 +69,7 @@ def test_vision_tower_runs_the_same_number_of_times_for_any_batch(kinds):
 
 def test_dummy_pass_does_not_change_the_loss():
     model = tiny_model()
+    synchronize_vision_calls(model)
     batch = handmade_batch([{"kind": "text", "seed": 0}, {"kind": "video", "seed": 1}])
     with torch.no_grad():
         eval_loss = model.eval()(**batch).loss
@@ -74,9 +77,11 @@ def test_dummy_pass_does_not_change_the_loss():
     assert torch.equal(eval_loss, train_loss.detach())
 
 
-def _ddp_text_only_steps(model, tmp_path, steps=2):
+def _ddp_text_only_steps(model, tmp_path, steps=2, dummy_media=True):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
+
+    synchronize_vision_calls(model, dummy_media=dummy_media)
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
@@ -92,11 +97,10 @@ def test_ddp_without_unused_parameter_search_accepts_text_only_batches(tmp_path)
     _ddp_text_only_steps(tiny_model(), tmp_path)
 
 
-def test_ddp_fails_on_text_only_batches_without_the_dummy_pass(tmp_path, monkeypatch):
+def test_ddp_fails_on_text_only_batches_without_the_dummy_pass(tmp_path):
     # the negative control: what the dummy pass prevents
-    monkeypatch.setattr(MavorsModel, "_dummy_media_term", lambda self, encoded, embeds: embeds.new_zeros(()))
     with pytest.raises(RuntimeError, match="(?i)unused parameters|finished reduction"):
-        _ddp_text_only_steps(tiny_model(), tmp_path)
+        _ddp_text_only_steps(tiny_model(), tmp_path, dummy_media=False)
 
 
 def count_encoder_calls(model) -> list[int]:
@@ -115,7 +119,7 @@ def test_no_grad_prefill_runs_the_tower_for_absent_modalities_when_calls_are_syn
     import torch.distributed as dist
 
     model = tiny_model().eval()
-    model.config.vision_config.sync_vision_calls = True  # what sharded (ZeRO-3 / FSDP) weights switch on
+    synchronize_vision_calls(model, pad_calls=True)  # what sharded (ZeRO-3 / FSDP) weights switch on
     calls = count_vision_calls(model)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
@@ -131,11 +135,11 @@ def test_unsharded_inference_adds_no_vision_calls(tmp_path):
     import torch.distributed as dist
 
     model = tiny_model().eval()
-    assert model.config.vision_config.sync_vision_calls is None
+    synchronize_vision_calls(model)  # sharding detected from the weights: none here
     calls = count_vision_calls(model)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        assert not model.model.vision_model.sync_calls_across_ranks()
+        assert not has_sharded_weights(model.model.vision_model)
         with torch.no_grad():
             model(**handmade_batch([{"kind": "text", "seed": 0}]))
     finally:
@@ -153,9 +157,8 @@ def _free_port() -> int:
 
 
 def _launch(out_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(
-        os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(Path(__file__).parent)
-    )
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=path)
     command = [
         sys.executable,
         "-m",
@@ -222,7 +225,6 @@ def _worker(out_dir: str) -> None:
             return handmade_batch(examples)
 
     model = tiny_model(seed=0)
-    model.config.vision_config.sync_vision_calls = True  # DDP does not need it; this run proves it works
     initial = parameter_digest(model)
     vision_before = {n: p.detach().clone() for n, p in model.named_parameters() if "vision_model" in n}
     calls = count_vision_calls(model)
@@ -239,6 +241,8 @@ def _worker(out_dir: str) -> None:
     trainer = MavorsTrainer(
         model=model, args=args, train_dataset=RankDataset(), data_collator=RecordingCollator(), stage="2"
     )
+    # DDP does not need equal per-layer call counts (sharded weights do); forcing them on proves they work
+    synchronize_vision_calls(model, pad_calls=True)
     trainer.train()
     vision_changed = any(
         not torch.equal(p, vision_before[n])

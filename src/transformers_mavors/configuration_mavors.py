@@ -104,10 +104,6 @@ class MavorsVisionConfig(PreTrainedConfig):
             gives each token its index in the concatenated sequence (standard RoPE, the paper's ablation).
         vision_chunk_batch_size (`int`, *optional*, defaults to 16):
             How many chunks (or image pieces) the ViT encodes at once. Bounds activation memory on long videos.
-        sync_vision_calls (`bool`, *optional*):
-            In a multi-process job, make every rank run each vision layer equally often (padding with zero-weighted
-            calls) and run the tower at every prefill. Needed when the vision weights are sharded (ZeRO-3, FSDP),
-            which is detected when this is left at `None`; harmful for ranks that generate independently.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation used to initialise the aggregator's linear layers.
         token_compression_threshold (`float`, *optional*):
@@ -139,9 +135,14 @@ class MavorsVisionConfig(PreTrainedConfig):
     ifa_rope_theta: float | int = 10000.0
     ifa_position_mode: str = "chunk"
     vision_chunk_batch_size: int = 16
-    sync_vision_calls: bool | None = None
     initializer_range: float = 0.02
     token_compression_threshold: float | int | None = None
+
+    def __post_init__(self, **kwargs):
+        # Configs saved before 0.2 hold `sync_vision_calls`; rank synchronisation is now the training hooks' job
+        # (`transformers_mavors.training.synchronize_vision_calls`), which detect sharded weights themselves.
+        kwargs.pop("sync_vision_calls", None)
+        super().__post_init__(**kwargs)
 
     def validate_architecture(self):
         """Part of `@strict` validation: reject sizes the model cannot be built with."""

@@ -32,8 +32,15 @@ from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.siglip.modeling_siglip import SiglipEncoder, eager_attention_forward
-from transformers.utils import can_return_tuple, logging
+from transformers.models.siglip.modeling_siglip import (
+    SiglipAttention,
+    SiglipEncoder,
+    SiglipEncoderLayer,
+    eager_attention_forward,
+)
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_mavors import (
     MavorsConfig,
@@ -253,7 +260,11 @@ class MavorsAggregatorLayer(GradientCheckpointingLayer):
 
 
 class MavorsAggregator(nn.Module):
-    """L_inter causal layers over one item's concatenated chunk tokens (eq. 2: chi^(0) = Concat(H_1..c_V))."""
+    """The Inter-chunk Feature Aggregator: L_inter causal layers with chunk-level rotary positions (C-RoPE).
+
+    C-RoPE lives here whole: the chunk-to-token position expansion, the chunk/token position switch
+    (`ifa_position_mode`) and the rotation (in `MavorsAggregatorAttention`).
+    """
 
     def __init__(self, config: MavorsVisionConfig):
         super().__init__()
@@ -262,15 +273,42 @@ class MavorsAggregator(nn.Module):
             [MavorsAggregatorLayer(config) for _ in range(config.ifa_num_hidden_layers)]
         )
 
-    def forward(
-        self, hidden_states: torch.Tensor, position_ids: torch.Tensor, token_block: int | None = None
+    def token_positions(
+        self, chunk_positions: torch.Tensor, tokens_per_chunk: int | None, seq_len: int
     ) -> torch.Tensor:
-        """`(batch, seq, d)` token sequences with rotary positions `(batch, seq)` -> `(batch, seq, d)`.
+        """Rotary position of every token, `(batch, seq_len)`.
 
-        Without autograd the MLPs work over blocks of at most `token_block` tokens (default `TOKEN_BLOCK`).
+        eq. 4 (C-RoPE, `ifa_position_mode="chunk"`): every token of chunk i carries chunk i's position id, so a
+        `(batch, chunks)` `chunk_positions` is repeated `tokens_per_chunk` times; with `tokens_per_chunk=None` the
+        ids are already one per token (token compression keeps each merged token at its first chunk's id).
+        Standard RoPE (`"token"`, the paper's Table 4 ablation): the token's index in the sequence.
         """
+        if self.config.ifa_position_mode == "token":
+            return torch.arange(seq_len, device=chunk_positions.device).expand(chunk_positions.shape[0], -1)
+        if tokens_per_chunk is None:
+            return chunk_positions
+        return chunk_positions.repeat_interleave(tokens_per_chunk, dim=-1)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        chunk_positions: torch.Tensor,
+        tokens_per_chunk: int | None = None,
+        token_block: int | None = None,
+    ) -> torch.Tensor:
+        """eqs. 2-6 over `(batch, seq, d)` sequences of concatenated chunk tokens -> `(batch, seq, d)`.
+
+        Args:
+            hidden_states: chi^(0) = Concat(H_1 .. H_cV) of each item (eq. 2), items of one length stacked.
+            chunk_positions: `(batch, chunks)` C-RoPE ids, or `(batch, seq)` per-token ids with
+                `tokens_per_chunk=None`.
+            tokens_per_chunk: tokens of every chunk (n_V / 4), when `chunk_positions` is per chunk.
+            token_block: without autograd the MLPs work over blocks of at most this many tokens (default
+                `TOKEN_BLOCK`), so long videos never hold a whole `(tokens, ifa_intermediate_size)` activation.
+        """
+        positions = self.token_positions(chunk_positions, tokens_per_chunk, hidden_states.shape[1])
         head_dim = self.config.hidden_size // self.config.ifa_num_attention_heads
-        cos, sin = rotary_cos_sin(position_ids, head_dim, self.config.ifa_rope_theta, hidden_states.dtype)
+        cos, sin = rotary_cos_sin(positions, head_dim, self.config.ifa_rope_theta, hidden_states.dtype)
         for layer in self.layers:
             hidden_states = layer(hidden_states, cos, sin, token_block)
         return hidden_states
@@ -335,7 +373,7 @@ class MavorsPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = False
+    _can_compile_fullgraph = True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -373,6 +411,29 @@ def _group_by(keys: list) -> dict:
     return groups
 
 
+@dataclass(frozen=True)
+class MavorsVisionPlan:
+    """How `MavorsVisionModel.forward` batches one call's items, decided from `grid_thw` alone (no pixels).
+
+    Attributes:
+        grid: `(chunks, h, w)` of every item.
+        compressed: per item, whether token compression runs on it (videos of more than one chunk).
+        grid_groups: `(h, w)` -> items sharing that patch grid; the IVE encodes each group together, in
+            micro-batches of `vision_chunk_batch_size` chunks.
+        length_groups: key -> items the IFA runs as one batch: items of equal token count, a compressed video
+            alone (its length is known only after merging).
+        num_encoder_calls: ViT micro-batches the call runs (`encode_chunks` iterations).
+        num_aggregator_calls: IFA calls the call runs.
+    """
+
+    grid: list[tuple[int, int, int]]
+    compressed: list[bool]
+    grid_groups: dict[tuple[int, int], list[int]]
+    length_groups: dict
+    num_encoder_calls: int
+    num_aggregator_calls: int
+
+
 class MavorsVisionModel(MavorsPreTrainedModel):
     """Intra-chunk Vision Encoder + Inter-chunk Feature Aggregator over packed images and videos."""
 
@@ -381,6 +442,7 @@ class MavorsVisionModel(MavorsPreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "video")
     _no_split_modules = ["SiglipEncoderLayer", "MavorsAggregatorLayer"]
+    _can_record_outputs = {"hidden_states": SiglipEncoderLayer, "attentions": SiglipAttention}
 
     def __init__(self, config: MavorsVisionConfig):
         super().__init__(config)
@@ -393,31 +455,122 @@ class MavorsVisionModel(MavorsPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
 
+    # -- IVE -------------------------------------------------------------------------------------------------
+
+    def pool(self, hidden: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Non-overlapping s x s average pooling of row-major patch grids: `(b, h*w, d)` -> `(b, h*w/s^2, d)`."""
+        s = self.config.spatial_merge_size
+        return hidden.unflatten(1, (height // s, s, width // s, s)).mean(dim=(2, 4)).flatten(1, 2)
+
     def encode_chunks(self, pixel_rows: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """IVE on chunks sharing one grid: `(chunks, h*w, row)` -> pooled `(chunks, h*w/s^2, d)`.
 
         Chunks go through the ViT `vision_chunk_batch_size` at a time, so activation memory is bounded by the
         micro-batch, whatever the video length.
         """
-        s = self.config.spatial_merge_size
         positions = self.embeddings.position_embeddings(height, width)  # eq. 7, resampled once per grid
         pooled = []
         for batch in pixel_rows.split(self.config.vision_chunk_batch_size):
             hidden = self.embeddings(batch, height, width, positions)  # eq. 1 + eq. 7: (b, n_V, d)
             hidden = self.encoder(inputs_embeds=hidden).last_hidden_state  # ViT: (b, n_V, d)
-            hidden = self.post_layernorm(hidden)
-            # 2x2 average pooling on the row-major patch grid: (b, n_V, d) -> (b, n_V / 4, d)
-            hidden = hidden.unflatten(1, (height // s, s, width // s, s)).mean(dim=(2, 4)).flatten(1, 2)
-            pooled.append(hidden)
+            pooled.append(self.pool(self.post_layernorm(hidden), height, width))  # (b, n_V / 4, d)
         return torch.cat(pooled) if len(pooled) > 1 else pooled[0]
 
+    def encode_chunks_for_capture(
+        self, items: list[torch.Tensor], grids: list[tuple[int, int]], **kwargs
+    ) -> list[torch.Tensor]:
+        """IVE of every item in one padded ViT batch, so each layer runs once and output capture records it once.
+
+        `items` are `(chunks, h*w, row)` per item with `grids` their `(h, w)`. Chunks are padded to the largest
+        patch count and padded keys are masked out, so every chunk's result is what `encode_chunks` gives. Used
+        when hidden states or attentions are requested (an analysis path: it holds the whole batch at once).
+        """
+        embedded = [
+            self.embeddings(rows, h, w, self.embeddings.position_embeddings(h, w))
+            for rows, (h, w) in zip(items, grids, strict=True)
+        ]
+        chunks = [e.shape[0] for e in embedded]
+        lengths = [e.shape[1] for e in embedded for _ in range(e.shape[0])]
+        longest = max(lengths)
+        batch = torch.cat([F.pad(e, (0, 0, 0, longest - e.shape[1])) for e in embedded])  # (chunks, N, d)
+        valid = (
+            torch.arange(longest, device=batch.device)[None, :]
+            < torch.tensor(lengths, device=batch.device)[:, None]
+        )
+        mask = torch.zeros(valid.shape, dtype=batch.dtype, device=batch.device)
+        mask = mask.masked_fill(~valid, torch.finfo(batch.dtype).min)[:, None, None, :]  # keys only
+        hidden = self.post_layernorm(
+            self.encoder(inputs_embeds=batch, attention_mask=mask, **kwargs).last_hidden_state
+        )
+        pooled = []
+        for part, (h, w) in zip(hidden.split(chunks), grids, strict=True):
+            pooled.append(self.pool(part[:, : h * w], h, w))
+        return pooled
+
+    # -- planning and checks ------------------------------------------------------------------------------------
+
+    def plan(
+        self, grid_thw: torch.Tensor | list, token_compression_threshold: float | None = None
+    ) -> MavorsVisionPlan:
+        """The batching of a call on `grid_thw` (see `MavorsVisionPlan`); also validates the grids."""
+        config = self.config
+        grid = [
+            tuple(int(v) for v in row)
+            for row in (grid_thw.tolist() if hasattr(grid_thw, "tolist") else grid_thw)
+        ]
+        threshold = self._compression_threshold(token_compression_threshold)
+        compressed = [threshold is not None and t > 1 for t, _, _ in grid]
+        # tokens per item; also rejects grids whose sides the pooling window does not divide
+        lengths = [num_visual_tokens(row, config.spatial_merge_size) for row in grid]
+        grid_groups = _group_by([(h, w) for _, h, w in grid])
+        length_groups = _group_by([("compressed", i) if compressed[i] else n for i, n in enumerate(lengths)])
+        encoder_calls = sum(
+            -(-sum(grid[i][0] for i in members) // config.vision_chunk_batch_size)
+            for members in grid_groups.values()
+        )
+        aggregator_calls = len(length_groups) if config.ifa_num_hidden_layers else 0
+        return MavorsVisionPlan(grid, compressed, grid_groups, length_groups, encoder_calls, aggregator_calls)
+
+    def _check_pixel_rows(self, pixel_values: torch.Tensor) -> None:
+        config = self.config
+        if not torch.is_floating_point(pixel_values):
+            raise TypeError(f"pixel values must be a floating point tensor, got dtype {pixel_values.dtype}")
+        patch_values = config.num_channels * config.patch_size**2
+        if pixel_values.ndim != 2 or pixel_values.shape[1] not in (
+            patch_values,
+            patch_values * config.frames_per_chunk,
+        ):
+            raise ValueError(
+                f"pixel values must be (patches, {patch_values}) for images or "
+                f"(patches, {patch_values * config.frames_per_chunk}) for chunks of frames_per_chunk="
+                f"{config.frames_per_chunk} frames, got shape {tuple(pixel_values.shape)}; the processor's "
+                "frames_per_chunk and patch_size must match the model's"
+            )
+
+    def _compression_threshold(self, threshold: float | None) -> float | None:
+        """The threshold in force for one call (`None` = the config's); `None` when nothing could merge."""
+        if threshold is None:
+            threshold = self.config.token_compression_threshold
+        threshold = check_token_compression_threshold(threshold)
+        # cosine similarity is at most 1: above it nothing merges, so skip the pass and stay bit-identical to off
+        return None if threshold is None or threshold > 1 else threshold
+
+    def _wants_capture(self, kwargs: dict) -> bool:
+        return any(
+            kwargs.get(f"output_{key}", getattr(self.config, f"output_{key}", False))
+            for key in ("hidden_states", "attentions")
+        )
+
+    # -- the two encoders --------------------------------------------------------------------------------------
+
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor,
         grid_thw: torch.LongTensor,
         chunk_positions: torch.LongTensor | None = None,
         token_compression_threshold: float | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MavorsVisionModelOutput:
         r"""
         Args:
@@ -433,152 +586,92 @@ class MavorsVisionModel(MavorsPreTrainedModel):
                 (`merge_similar_chunk_tokens`); defaults to `config.token_compression_threshold` (`None`: off). A
                 value above 1 merges nothing, so `float("inf")` switches a configured compression off for one call.
                 Items of one chunk (images, short videos) are never affected.
+            output_hidden_states, output_attentions (`bool`, *optional*):
+                Record the ViT's hidden states (embeddings + every layer) and attention weights. The ViT then runs
+                all chunks and pieces as one batch padded to the largest patch grid: entry i is
+                `(sum of chunks, max patches, d_V)` (attentions `(sum of chunks, heads, max, max)`), rows in input
+                order, positions past a row's own patch count padding.
 
         Returns:
             `MavorsVisionModelOutput` whose `last_hidden_state` is `(sum of tokens, d_V)`: the aggregator output of
             every item, in input order, `(h/2)*(w/2)` tokens per chunk in row-major order of the pooled grid (with
             compression: the kept tokens, by starting chunk then index), and `token_counts` the tokens per item.
         """
-        config = self.config
-        if not torch.is_floating_point(pixel_values):
-            raise TypeError(f"pixel values must be a floating point tensor, got dtype {pixel_values.dtype}")
-        patch_values = config.num_channels * config.patch_size**2
-        if pixel_values.ndim != 2 or pixel_values.shape[1] not in (
-            patch_values,
-            patch_values * config.frames_per_chunk,
-        ):
+        self._check_pixel_rows(pixel_values)
+        plan = self.plan(grid_thw, token_compression_threshold)
+        patches = sum(t * h * w for t, h, w in plan.grid)
+        if patches != pixel_values.shape[0]:
             raise ValueError(
-                f"pixel values must be (patches, {patch_values}) for images or "
-                f"(patches, {patch_values * config.frames_per_chunk}) for chunks of frames_per_chunk="
-                f"{config.frames_per_chunk} frames, got shape {tuple(pixel_values.shape)}; the processor's "
-                "frames_per_chunk and patch_size must match the model's"
+                f"grid_thw describes {patches} patches but pixel values have {pixel_values.shape[0]} rows"
             )
-        grid = [tuple(int(v) for v in row) for row in grid_thw.tolist()]
-        patches_per_item = [t * h * w for t, h, w in grid]
-        if sum(patches_per_item) != pixel_values.shape[0]:
-            raise ValueError(
-                f"grid_thw describes {sum(patches_per_item)} patches but pixel values have {pixel_values.shape[0]} rows"
-            )
-        threshold = self._compression_threshold(token_compression_threshold)
-        compressed = [threshold is not None and t > 1 for t, _, _ in grid]
-        # tokens per item; also rejects grids whose sides the pooling window does not divide
-        lengths = [num_visual_tokens(row, config.spatial_merge_size) for row in grid]
-        # IFA batches: items of equal length; a compressed video alone, its length is known only after merging
-        length_groups = _group_by([("compressed", i) if compressed[i] else n for i, n in enumerate(lengths)])
-        chunks_per_item = [t for t, _, _ in grid]
+        chunks_per_item = [t for t, _, _ in plan.grid]
         if chunk_positions is None:
             chunk_positions = torch.cat([torch.arange(t) for t in chunks_per_item]).to(pixel_values.device)
         elif chunk_positions.numel() != sum(chunks_per_item):
             raise ValueError(
-                f"chunk positions hold {chunk_positions.numel()} entries but grid_thw describes {sum(chunks_per_item)} chunks"
+                f"chunk positions hold {chunk_positions.numel()} entries but grid_thw describes "
+                f"{sum(chunks_per_item)} chunks"
             )
-
-        # IVE, items sharing a patch grid batched together: (t*h*w, row) -> (t, h*w/4, d) per item
-        grid_groups = _group_by([(h, w) for _, h, w in grid])
-        planned_calls = (
-            sum(
-                -(-sum(grid[i][0] for i in members) // config.vision_chunk_batch_size)
-                for members in grid_groups.values()
-            ),
-            len(length_groups) if config.ifa_num_hidden_layers else 0,
-        )
-        extra_calls = self._calls_behind_other_ranks(planned_calls, pixel_values.device)
-
-        items = pixel_values.split(patches_per_item)
-        pooled: list[torch.Tensor | None] = [None] * len(grid)
-        for (h, w), members in grid_groups.items():
-            rows = [items[i].view(grid[i][0], h * w, -1) for i in members]
-            encoded = self.encode_chunks(torch.cat(rows) if len(rows) > 1 else rows[0], h, w)
-            for i, features in zip(members, encoded.split([grid[i][0] for i in members]), strict=True):
-                pooled[i] = features
-
-        # eq. 2: one token sequence per item (a video, or one image piece): (L, d), C-RoPE id per token (L,)
-        positions = chunk_positions.split(chunks_per_item)
+        # IVE: (t*h*w, row) -> pooled (t, h*w/4, d) per item
+        pooled = self._encode_items(pixel_values, plan, capture=self._wants_capture(kwargs), **kwargs)
+        positions = list(chunk_positions.split(chunks_per_item))
+        # eq. 2: one token sequence per item (a video, or one image piece): (L, d)
         sequences = [features.flatten(0, 1) for features in pooled]
-        # C-RoPE: every token of chunk i carries chunk i's position id
-        token_positions = [positions[i].repeat_interleave(pooled[i].shape[1]) for i in range(len(grid))]
-        for i in (i for i, on in enumerate(compressed) if on):
+        threshold = self._compression_threshold(token_compression_threshold)
+        for i in (i for i, on in enumerate(plan.compressed) if on):
             # §5.4: (c*n, d) -> (k, d), each kept token at its first chunk's position id
-            sequences[i], token_positions[i] = merge_similar_chunk_tokens(pooled[i], positions[i], threshold)
-
-        # IFA, items of equal length batched
-        outputs: list[torch.Tensor | None] = list(sequences)
-        # the IFA MLP's token blocks hold no more rows than a ViT micro-batch did (TOKEN_BLOCK at most)
-        token_block = min(TOKEN_BLOCK, config.vision_chunk_batch_size * max(h * w for _, h, w in grid))
-        if config.ifa_num_hidden_layers:
-            for members in length_groups.values():
-                # one item (a whole video): its tokens as they are, without a stacked copy
-                batch = (
-                    torch.stack([sequences[i] for i in members])
-                    if len(members) > 1
-                    else sequences[members[0]][None]
-                )
-                if config.ifa_position_mode == "chunk":
-                    ids = torch.stack([token_positions[i] for i in members])
-                else:
-                    ids = torch.arange(batch.shape[1]).expand(len(members), -1)
-                for i, out in zip(
-                    members, self.aggregator(batch, ids.to(batch.device), token_block), strict=True
-                ):
-                    outputs[i] = out
+            sequences[i], positions[i] = merge_similar_chunk_tokens(pooled[i], positions[i], threshold)
+        # IFA (C-RoPE), items of equal length batched
+        outputs = self._aggregate_items(sequences, positions, pooled, plan)
         hidden = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-        if any(extra_calls):
-            hidden = hidden + self._idle_calls(*extra_calls, like=hidden)
         token_counts = torch.tensor([len(sequence) for sequence in sequences], device=hidden.device)
         return MavorsVisionModelOutput(last_hidden_state=hidden, token_counts=token_counts)
 
-    def _compression_threshold(self, threshold: float | None) -> float | None:
-        """The threshold in force for one call (`None` = the config's); `None` when nothing could merge."""
-        if threshold is None:
-            threshold = self.config.token_compression_threshold
-        threshold = check_token_compression_threshold(threshold)
-        # cosine similarity is at most 1: above it nothing merges, so skip the pass and stay bit-identical to off
-        return None if threshold is None or threshold > 1 else threshold
+    def _encode_items(
+        self, pixel_values: torch.Tensor, plan: MavorsVisionPlan, capture: bool = False, **kwargs
+    ) -> list[torch.Tensor]:
+        """The IVE of every item, items sharing a patch grid batched: a list of pooled `(t, h*w/s^2, d)`."""
+        grid = plan.grid
+        items = pixel_values.split([t * h * w for t, h, w in grid])
+        rows = [item.view(t, h * w, -1) for item, (t, h, w) in zip(items, grid, strict=True)]
+        if capture:
+            return self.encode_chunks_for_capture(rows, [(h, w) for _, h, w in grid], **kwargs)
+        pooled: list[torch.Tensor | None] = [None] * len(grid)
+        for (h, w), members in plan.grid_groups.items():
+            group = torch.cat([rows[i] for i in members]) if len(members) > 1 else rows[members[0]]
+            encoded = self.encode_chunks(group, h, w)
+            for i, features in zip(members, encoded.split([grid[i][0] for i in members]), strict=True):
+                pooled[i] = features
+        return pooled
 
-    def sync_calls_across_ranks(self) -> bool:
-        """Whether every rank must run the vision layers equally often (sharded weights gather per call).
-
-        `config.sync_vision_calls` decides when set; by default it is on inside a process group whose vision
-        weights are sharded (DeepSpeed ZeRO-3, FSDP), where a rank that runs a layer fewer times than another
-        leaves that rank's weight gathers unanswered and the job hangs.
-        """
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return False
-        if self.config.sync_vision_calls is not None:
-            return self.config.sync_vision_calls
-        weight = self.embeddings.patch_embedding.weight
-        return (
-            hasattr(weight, "ds_id")  # DeepSpeed ZeRO-3 partitioned parameter
-            or type(weight).__name__ == "DTensor"  # FSDP2
-            or getattr(weight, "_fsdp_flattened", False)  # FSDP1
+    def _aggregate_items(
+        self,
+        sequences: list[torch.Tensor],
+        positions: list[torch.Tensor],
+        pooled: list[torch.Tensor],
+        plan: MavorsVisionPlan,
+    ) -> list[torch.Tensor]:
+        """The IFA over every item's sequence, items of one length stacked into one batch."""
+        if not self.config.ifa_num_hidden_layers:
+            return sequences
+        outputs = list(sequences)
+        # the IFA MLP's token blocks hold no more rows than a ViT micro-batch did (TOKEN_BLOCK at most)
+        token_block = min(
+            TOKEN_BLOCK, self.config.vision_chunk_batch_size * max(h * w for _, h, w in plan.grid)
         )
-
-    def _calls_behind_other_ranks(self, planned: tuple[int, int], device: torch.device) -> tuple[int, int]:
-        """How many (encoder, aggregator) calls this rank must add to match the busiest rank's plan."""
-        if not self.sync_calls_across_ranks() or torch.distributed.get_world_size() == 1:
-            return (0, 0)
-        counts = torch.tensor(planned, dtype=torch.long, device=device)
-        most = counts.clone()
-        torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
-        return tuple((most - counts).tolist())
-
-    def _idle_calls(self, encoder_calls: int, aggregator_calls: int, like: torch.Tensor) -> torch.Tensor:
-        """Zero-valued term from `encoder_calls` one-chunk ViT micro-batches and `aggregator_calls` IFA calls."""
-        config = self.config
-        side = config.spatial_merge_size
-        term = like.new_zeros(())
-        rows = like.new_zeros(
-            1, side * side, config.num_channels * config.frames_per_chunk * config.patch_size**2
-        )
-        for _ in range(encoder_calls):
-            term = term + 0.0 * self.encode_chunks(rows, side, side).sum()
-        tokens = like.new_zeros(1, 1, config.hidden_size)
-        for _ in range(aggregator_calls):
-            term = (
-                term
-                + 0.0 * self.aggregator(tokens, torch.zeros(1, 1, dtype=torch.long, device=like.device)).sum()
+        for members in plan.length_groups.values():
+            # one item (a whole video): its tokens as they are, without a stacked copy
+            batch = (
+                torch.stack([sequences[i] for i in members])
+                if len(members) > 1
+                else sequences[members[0]][None]
             )
-        return term
+            ids = torch.stack([positions[i] for i in members]).to(batch.device)
+            # compressed videos carry one position per kept token, uncompressed items one per chunk
+            per_chunk = None if plan.compressed[members[0]] else pooled[members[0]].shape[1]
+            for i, out in zip(members, self.aggregator(batch, ids, per_chunk, token_block), strict=True):
+                outputs[i] = out
+        return outputs
 
     @classmethod
     def from_siglip_pretrained(cls, siglip_dir, **overrides) -> "MavorsVisionModel":
@@ -696,10 +789,16 @@ class MavorsModel(MavorsPreTrainedModel):
         self.language_model.set_input_embeddings(value)
 
     def _project_per_item(
-        self, pixel_values, grid_thw, chunk_positions=None, token_compression_threshold=None
+        self, pixel_values, grid_thw, chunk_positions=None, token_compression_threshold=None, **kwargs
     ) -> MavorsVisionModelOutput:
+        """Vision tower + projector; `pooler_output` holds one projected `(tokens, hidden)` tensor per item."""
         vision_outputs = self.vision_model(
-            pixel_values, grid_thw, chunk_positions, token_compression_threshold=token_compression_threshold
+            pixel_values,
+            grid_thw,
+            chunk_positions,
+            token_compression_threshold=token_compression_threshold,
+            return_dict=True,
+            **kwargs,
         )
         features = self.projector(vision_outputs.last_hidden_state)
         vision_outputs.pooler_output = tuple(features.split(vision_outputs.token_counts.tolist()))
@@ -707,7 +806,10 @@ class MavorsModel(MavorsPreTrainedModel):
 
     @can_return_tuple
     def get_image_features(
-        self, pixel_values: torch.FloatTensor, image_grid_thw: torch.LongTensor, **kwargs
+        self,
+        pixel_values: torch.FloatTensor,
+        image_grid_thw: torch.LongTensor,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MavorsVisionModelOutput:
         r"""
         Encode and project image pieces.
@@ -718,10 +820,11 @@ class MavorsModel(MavorsPreTrainedModel):
 
         Returns:
             `MavorsVisionModelOutput` with `pooler_output` a tuple of one `(tokens, hidden)` tensor per piece
-            (thumbnail or sub-image), `last_hidden_state` the unprojected vision features and `token_counts`.
+            (thumbnail or sub-image), `last_hidden_state` the unprojected vision features and `token_counts`; with
+            `output_hidden_states` / `output_attentions`, the vision tower's (see `MavorsVisionModel.forward`).
         """
         # a piece is one chunk: token compression never applies, whatever the config says
-        return self._project_per_item(pixel_values, image_grid_thw)
+        return self._project_per_item(pixel_values, image_grid_thw, **kwargs)
 
     @can_return_tuple
     def get_video_features(
@@ -730,7 +833,7 @@ class MavorsModel(MavorsPreTrainedModel):
         video_grid_thw: torch.LongTensor,
         video_chunk_positions: torch.LongTensor | None = None,
         token_compression_threshold: float | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MavorsVisionModelOutput:
         r"""
         Encode and project videos. Step 1 of the token-compression path (see `docs/usage.md`): encode with a
@@ -747,10 +850,11 @@ class MavorsModel(MavorsPreTrainedModel):
 
         Returns:
             `MavorsVisionModelOutput` with `pooler_output` a tuple of one `(tokens, hidden)` tensor per video and
-            `token_counts` `(videos,)`, the placeholder count each video needs.
+            `token_counts` `(videos,)`, the placeholder count each video needs; with `output_hidden_states` /
+            `output_attentions`, the vision tower's (see `MavorsVisionModel.forward`).
         """
         return self._project_per_item(
-            pixel_values_videos, video_grid_thw, video_chunk_positions, token_compression_threshold
+            pixel_values_videos, video_grid_thw, video_chunk_positions, token_compression_threshold, **kwargs
         )
 
     def get_placeholder_mask(
@@ -778,29 +882,6 @@ class MavorsModel(MavorsPreTrainedModel):
             )
         return mask.unsqueeze(-1)
 
-    def _dummy_media_term(self, encoded: dict, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """A zero-valued term that runs the vision tower for every modality the batch lacks.
-
-        In training, every rank of a DDP / DeepSpeed job must call the vision tower the same number of times
-        and touch the same parameters, whatever its batch holds (a text-only batch on one rank and a video batch
-        on another hang ZeRO-3 and trip DDP's unused-parameter check). Each training forward therefore encodes
-        one image and one video; a modality missing from the batch is a single tiny blank item whose projected
-        features are added with weight 0. With sharded weights (ZeRO-3, FSDP) the same holds for every
-        prefill, gradients or not (evaluation, DPO reference forwards), and the vision model also evens out
-        its per-layer call counts across ranks (`MavorsVisionModel.sync_calls_across_ranks`).
-        """
-        config = self.config.vision_config
-        side = config.spatial_merge_size
-        term = inputs_embeds.new_zeros(())
-        for modality, frames in (("image", 1), ("video", config.frames_per_chunk)):
-            if encoded.get(modality) is not None:
-                continue
-            rows = inputs_embeds.new_zeros(side * side, config.num_channels * frames * config.patch_size**2)
-            grid = torch.tensor([[1, side, side]], device=inputs_embeds.device)
-            features = self._project_per_item(rows, grid).pooler_output[0]
-            term = term + 0.0 * features.sum()
-        return term
-
     @can_return_tuple
     def forward(
         self,
@@ -817,7 +898,7 @@ class MavorsModel(MavorsPreTrainedModel):
         video_chunk_positions: torch.LongTensor | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         token_compression_threshold: float | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MavorsModelOutputWithPast:
         r"""
         Args:
@@ -852,12 +933,6 @@ class MavorsModel(MavorsPreTrainedModel):
                 token_compression_threshold=token_compression_threshold,
                 return_dict=True,
             )
-
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-        if (self.training and torch.is_grad_enabled()) or (
-            prefill and self.vision_model.sync_calls_across_ranks()
-        ):
-            inputs_embeds = inputs_embeds + self._dummy_media_term(encoded, inputs_embeds)
 
         merged = {}
         for modality, token_id in (
@@ -955,7 +1030,7 @@ class MavorsForConditionalGeneration(MavorsPreTrainedModel, GenerationMixin):
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         token_compression_threshold: float | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MavorsCausalLMOutputWithPast:
         r"""
         Args:

@@ -2,6 +2,8 @@
 
 - `stages`: `prepare_stage(model, stage, learning_rate)` (freezing + parameter groups), `stage_lr_scheduler`.
 - `trainer`: `MavorsTrainer` (`transformers.Trainer` with the groups and per-stage schedule).
+- `rank_sync`: `synchronize_vision_calls(model)`, the hooks that keep ranks in step through the vision tower
+  (installed by the trainers; call it yourself in a custom accelerate loop).
 - `trl_trainers`: `MavorsSFTTrainer`, `MavorsDPOTrainer` (TRL with video; imported on first use).
 - `data`: the JSONL record format, `load_mavors_dataset`, `MavorsSFTCollator`, `MavorsPreferenceCollator`.
 - `negatives`: the paper's four-part shuffled captioning negatives.
@@ -25,6 +27,7 @@ from .negatives import (
     shuffle_quarters,
     write_shuffled_quarters,
 )
+from .rank_sync import has_sharded_weights, synchronize_vision_calls
 from .stages import (
     STAGE_SCHEDULE,
     STAGE_TRAINABLE,
@@ -58,6 +61,8 @@ __all__ = [
     "stage_lr_scheduler",
     "MavorsTrainer",
     "MavorsTrainingMixin",
+    "synchronize_vision_calls",
+    "has_sharded_weights",
     "MavorsSFTTrainer",
     "MavorsDPOTrainer",
     "create_reference_model",

@@ -1,6 +1,7 @@
 """`Trainer` subclasses that use the paper's parameter groups and per-stage schedule.
 
-`MavorsTrainingMixin` changes two hooks of `transformers.Trainer` and nothing else:
+`MavorsTrainingMixin` changes two hooks of `transformers.Trainer`, and keeps ranks in step through the vision tower
+(`rank_sync.synchronize_vision_calls` on the model, and on DPO's reference model):
 
 - `create_optimizer` builds the optimizer (the class `TrainingArguments.optim` selects) over
   `mavors_parameter_groups(...)`: IVE and IFA at `vision_lr_scale` x `args.learning_rate`, no weight decay on
@@ -19,6 +20,7 @@ from transformers import Trainer
 from transformers.optimization import get_scheduler
 from transformers.utils import logging
 
+from .rank_sync import synchronize_vision_calls
 from .stages import (
     VISION_LR_SCALE,
     mavors_parameter_groups,
@@ -47,6 +49,10 @@ class MavorsTrainingMixin:
             prepare_stage(
                 self.model, self.stage, self.args.learning_rate, self.args.weight_decay, self.vision_lr_scale
             )
+        # every rank calls the vision tower alike whatever its batch holds (DDP, ZeRO-3, FSDP; rank_sync.py)
+        for model in (self.model, getattr(self, "ref_model", None)):
+            if isinstance(model, torch.nn.Module):
+                synchronize_vision_calls(model)
 
     def _set_signature_columns_if_needed(self):
         # Our collators read raw columns (messages with media paths) that the model's forward does not name;
