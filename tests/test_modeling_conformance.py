@@ -68,9 +68,8 @@ def test_recorded_hidden_states_equal_siglips_for_a_static_chunk(vision_config):
             frame, interpolate_pos_encoding=True, output_hidden_states=True, output_attentions=True
         )
     assert len(ours.hidden_states) == len(theirs.hidden_states)
-    for mine, reference in zip(
-        ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions
-    ):
+    pairs = zip(ours.hidden_states + ours.attentions, theirs.hidden_states + theirs.attentions, strict=True)
+    for mine, reference in pairs:
         assert (mine - reference).abs().max() <= 1e-5
 
 
