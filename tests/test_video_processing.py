@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
-import transformers_mavors.video_processing_mavors as video_module
+import transformers_mavors.media_io as media_io
 from transformers_mavors import MavorsVideoProcessor
 from transformers_mavors.testing_utils import write_sample_video
 
@@ -160,11 +160,11 @@ def test_seeking_gives_the_same_frames_as_decoding_through(long_clip, monkeypatc
             seeks.append(args)
             return self._container.seek(*args, **kwargs)
 
-    monkeypatch.setattr(video_module.av, "open", lambda *a, **k: CountingContainer(real_open(*a, **k)))
+    monkeypatch.setattr(av, "open", lambda *a, **k: CountingContainer(real_open(*a, **k)))
     processor = make_processor(fps=10, max_chunks=3)  # 1200 targets -> 12 kept frames, 10 s apart
     with_seeks = processor(str(long_clip))
     assert len(seeks) >= 5  # a keyframe each second, kept frames 10 s apart: decoding skips ahead
-    monkeypatch.setattr(video_module, "SEEK_MIN_KEYFRAME_INTERVALS", float("inf"))
+    monkeypatch.setattr(media_io, "SEEK_MIN_KEYFRAME_INTERVALS", float("inf"))
     seeks.clear()
     through = processor(str(long_clip))
     assert seeks == []
@@ -340,7 +340,7 @@ def test_bad_options_raise_typed_errors(kwargs, error):
 def test_a_missing_file_fails_the_batch_before_anything_is_decoded(clip_5s, monkeypatch):
     opened = []
     real_open = av.open
-    monkeypatch.setattr(video_module.av, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
     with pytest.raises(FileNotFoundError):
         make_processor()([str(clip_5s), "/no/such/video.mp4"])
     assert opened == []
