@@ -435,11 +435,26 @@ def test_reader_and_plan_video_read_only_the_header(clip_5s, monkeypatch):
     assert plan["grid_thw"] == (3, 4, 4) and plan["chunk_positions"] == [0, 13 // F, 26 // F]
 
 
+def test_writer_streams_frames_from_an_iterable(tmp_path):
+    source = flat_frames(range(0, 200, 20), size=32)
+    from_array = media_io.read_video(media_io.write_video(source, tmp_path / "array.mp4", fps=8))[0]
+    from_generator = media_io.read_video(media_io.write_video(iter(source), tmp_path / "stream.mp4", fps=8))[
+        0
+    ]
+    assert np.array_equal(from_array, from_generator) and len(from_array) == 10
+
+
 def test_writer_refuses_frames_it_cannot_encode(tmp_path):
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\) uint8"):
         media_io.write_video(np.zeros((2, 8, 8), np.uint8), tmp_path / "x.mp4", fps=4)
     with pytest.raises(ValueError, match="too small"):
         media_io.write_video(np.zeros((2, 1, 8, 3), np.uint8), tmp_path / "x.mp4", fps=4)
+    with pytest.raises(ValueError, match="no frames"):
+        media_io.write_video(iter([]), tmp_path / "x.mp4", fps=4)
+    with pytest.raises(ValueError, match="one size"):
+        media_io.write_video(
+            [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 10, 3), np.uint8)], tmp_path / "x.mp4", 4
+        )
 
 
 def test_long_videos_decode_with_progress_bars_disabled(long_clip):

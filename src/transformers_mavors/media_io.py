@@ -12,6 +12,7 @@ unreadable, empty, truncated, oversized or extremely elongated media, `TypeError
 """
 
 import io
+import itertools
 import math
 import os
 import warnings
@@ -534,30 +535,49 @@ def write_video(
     codec: str = "libx264",
     options: dict[str, str] | None = None,
 ) -> Path:
-    """Encode `(T, H, W, 3)` uint8 RGB frames to `path` at `fps` (yuv420p; an odd side loses its last pixel row or
-    column). `options` go to the encoder (e.g. `{"crf": "12"}` for libx264). Returns the path."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    """Encode uint8 RGB frames to `path` at `fps` (yuv420p; an odd side loses its last pixel row or column).
+
+    `frames` is a `(T, H, W, 3)` array or any iterable of `(H, W, 3)` frames, encoded as they come (a long video
+    need not fit in memory). `options` go to the encoder (e.g. `{"crf": "12"}` for libx264). Returns the path.
+    """
+    if isinstance(frames, np.ndarray) and (
+        frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8
+    ):
         raise ValueError(
             f"frames must be (T, H, W, 3) uint8, got shape {frames.shape} and dtype {frames.dtype}"
         )
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sides
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError(f"no frames to encode into {os.fspath(path)}")
+    shape = _check_frame(np.asarray(first), None)
+    height, width = shape[0] // 2 * 2, shape[1] // 2 * 2  # yuv420p needs even sides
     if height == 0 or width == 0:
-        raise ValueError(f"frames of {frames.shape[1]}x{frames.shape[2]} pixels are too small to encode")
+        raise ValueError(f"frames of {shape[0]}x{shape[1]} pixels are too small to encode")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001 * 1000)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate, options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for frame in frames[:, :height, :width]:
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            ):
+        for frame in itertools.chain([first], iterator):
+            frame = np.asarray(frame)
+            _check_frame(frame, shape)
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def _check_frame(frame: np.ndarray, shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """`ValueError` unless `frame` is (H, W, 3) uint8 and, when `shape` is given, of that shape."""
+    if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"a frame must be (H, W, 3) uint8, got shape {frame.shape} and dtype {frame.dtype}")
+    if shape is not None and frame.shape != shape:
+        raise ValueError(f"frames must all have one size; got {frame.shape} after {shape}")
+    return frame.shape
 
 
 # --------------------------------------------------------------------------------------------------------
