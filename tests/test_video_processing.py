@@ -466,3 +466,37 @@ def test_long_videos_decode_with_progress_bars_disabled(long_clip):
     finally:
         logging.enable_progress_bar()
     assert out["video_grid_thw"].tolist() == [[2, 4, 4]]
+
+
+# --- planning without pixels --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("num_frames", "max_chunks"), [(10, 60), (40, 3), (1, 2)])
+def test_plans_of_arrays_equal_their_processing(num_frames, max_chunks):
+    processor = make_processor(max_chunks=max_chunks)
+    frames = np.random.default_rng(num_frames).integers(0, 256, (num_frames, 40, 100, 3), dtype=np.uint8)
+    out = processor(frames, return_metadata=True)
+    for plan in (processor.plan_video(frames), processor.get_video_layout(num_frames, 40, 100)):
+        assert list(plan["grid_thw"]) == out["video_grid_thw"][0].tolist()
+        assert plan["chunk_positions"] == out["video_chunk_positions"].tolist()
+        assert plan["metadata"] == out["video_metadata"][0]
+
+
+def test_plan_of_a_file_equals_its_processing(clip_5s):
+    processor = make_processor(max_chunks=3, fps=6)
+    out = processor(str(clip_5s), return_metadata=True)
+    plan = processor.plan_video(str(clip_5s))
+    assert list(plan["grid_thw"]) == out["video_grid_thw"][0].tolist()
+    assert plan["metadata"] == out["video_metadata"][0] and plan["metadata"].playback_speed > 1
+
+
+def test_planning_refuses_bad_sizes_and_several_videos(clip_5s):
+    processor = make_processor()
+    with pytest.raises(ValueError, match="num_frames"):
+        processor.get_video_layout(0, 40, 40)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        processor.get_video_layout(4, 1, 300)
+    with pytest.raises(ValueError, match="one video"):
+        processor.plan_video([str(clip_5s), str(clip_5s)])
+    with pytest.raises(FileNotFoundError):
+        processor.plan_video("/no/such/video.mp4")
