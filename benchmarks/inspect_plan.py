@@ -7,7 +7,8 @@ that they report the same plan:
 
 - `inspect`: `mavors inspect CLIP --json` (what the command does now);
 - `decode`: `MavorsVideoProcessor()(CLIP, return_metadata=True)` (what it did before);
-- `import`: `import transformers_mavors` alone, the floor under both (torch and transformers load with the package).
+- `import`: `import transformers_mavors` alone, the floor under both (torch and transformers load with the package);
+- `plan_s`: `plan_video` timed inside one process, after the imports: the planning work itself.
 
 Wall time depends on how busy the machine is; CPU time (user + system) of the process much less so.
 
@@ -28,6 +29,18 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_CLIP = Path(os.environ.get("TMPDIR", "/tmp")) / "mavors_benchmarks" / "inspect_5min_320x240_25fps.mp4"
+
+PLAN_IN_PROCESS = """
+import json, sys, time
+from transformers_mavors import MavorsVideoProcessor
+processor = MavorsVideoProcessor()
+times = []
+for _ in range(5):
+    start = time.perf_counter()
+    processor.plan_video(sys.argv[1])
+    times.append(time.perf_counter() - start)
+print(json.dumps(sorted(times)[2]))
+"""
 
 DECODE = """
 import json, sys
@@ -121,7 +134,13 @@ def main() -> None:
         raise AssertionError(
             f"inspect's plan {plans['inspect']} differs from the processor's {plans['decode']}"
         )
-    print(json.dumps({"clip": str(clip), "chunks": plans["inspect"][0], **results}, indent=2))
+    plan_s = json.loads(run([sys.executable, "-c", PLAN_IN_PROCESS, str(clip)])[3])
+    print(
+        json.dumps(
+            {"clip": str(clip), "chunks": plans["inspect"][0], "plan_s": round(plan_s, 4), **results},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
