@@ -4,7 +4,7 @@ import json
 
 import pytest
 from conftest import mavors
-from transformers import pipeline
+from transformers import AutoProcessor, pipeline
 
 from transformers_mavors.testing_utils import write_sample_video
 
@@ -123,6 +123,31 @@ def test_inspect_reports_chunks_positions_and_tokens(converted, video_path):
     assert squeezed["chunk_table"][-1]["position"] > 1  # original-timeline positions survive the speed-up
     table = mavors("inspect", video_path, "--model", converted)
     assert table.returncode == 0 and "visual tokens" in table.stdout
+
+
+@pytest.mark.parametrize("max_chunks", [None, 2], ids=["normal", "accelerated"])
+def test_inspect_plan_equals_what_the_processor_does_to_the_file(converted, video_path, max_chunks):
+    options = {"fps": 4} if max_chunks is None else {"fps": 4, "max_chunks": max_chunks}
+    flags = [item for key, value in options.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+    result = mavors("inspect", video_path, "--model", converted, *flags, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+
+    processor = AutoProcessor.from_pretrained(converted)
+    out = processor(text=processor.video_token, videos=video_path, return_metadata=True, **options)
+    meta, grid = out["video_metadata"][0], out["video_grid_thw"][0].tolist()
+    assert report["chunks"] == grid[0] and report["frame_size"] == [meta.resized_width, meta.resized_height]
+    assert [row["position"] for row in report["chunk_table"]] == out["video_chunk_positions"].tolist()
+    assert [(row["start_s"], row["end_s"]) for row in report["chunk_table"]] == [
+        (round(start, 3), round(end, 3)) for start, end in meta.chunk_timestamps
+    ]
+    assert (report["frames_kept"], report["playback_speed"], report["duration_s"]) == (
+        meta.num_frames,
+        meta.playback_speed,
+        round(meta.duration, 3),
+    )
+    assert report["total_tokens"] == out["input_ids"][0].count(processor.video_token_id)
+    assert (report["playback_speed"] > 1) == (max_chunks is not None)
 
 
 @pytest.mark.parametrize(

@@ -279,3 +279,15 @@ def test_save_and_auto_load_roundtrip(tmp_path):
     assert (loaded.image_size, loaded.max_slices, tuple(loaded.image_mean)) == (56, 4, (0.1, 0.2, 0.3))
     image = random_image(150, 130)
     torch.testing.assert_close(loaded(image)["pixel_values"], processor(image)["pixel_values"])
+
+
+def test_the_work_lives_in_pil_backends_preprocess_hook(processor):
+    # PilBackend's pipeline: `process_image` reads each input to (3, H, W) uint8 RGB, `_preprocess` does the rest
+    picture = random_image(150, 300)
+    prepared = processor.process_image(picture)
+    assert prepared.shape == (3, 150, 300) and prepared.dtype == np.uint8
+    options = {key: getattr(processor, key) for key in processor._valid_kwargs_names}
+    direct = processor._preprocess([prepared], **options)
+    through_call = processor(picture)
+    for key in ("pixel_values", "image_grid_thw", "image_slice_grid"):
+        torch.testing.assert_close(direct[key], through_call[key], atol=0, rtol=0)

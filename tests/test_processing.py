@@ -215,6 +215,163 @@ def test_token_counts_from_image_sizes_match_processing(processor):
         assert len(out["image_grid_thw"]) == pieces
 
 
+@pytest.mark.parametrize(
+    ("num_frames", "height", "width", "options"),
+    [
+        (9, 96, 128, {}),  # 3 chunks
+        (1, 40, 120, {}),  # one frame, one padded chunk
+        (32, 56, 56, {}),  # exactly max_chunks * F: no acceleration
+        (45, 48, 64, {}),  # accelerated: 45 frames squeezed into 8 chunks
+        (45, 48, 64, {"max_chunks": 3}),  # accelerated harder, by a call option
+        (20, 30, 200, {"fps": 2, "max_chunks": 2}),
+    ],
+)
+def test_video_token_counts_from_sizes_match_processing(processor, num_frames, height, width, options):
+    counts = processor._get_num_multimodal_tokens(video_sizes=[(num_frames, height, width)], **options)
+    frames = make_sample_frames(num_frames, height, width)  # frames taken as already at the processor's fps
+    out = processor(text=VIDEO_TOKEN, videos=[frames], return_metadata=True, **options)
+    assert counts.num_video_tokens == [out["input_ids"][0].count(processor.video_token_id)]
+    metadata = out["video_metadata"][0]
+    assert (metadata.playback_speed > 1) == (num_frames > options.get("max_chunks", 8) * 4)
+
+
+def test_token_counts_for_images_and_videos_together(processor):
+    counts = processor._get_num_multimodal_tokens(
+        image_sizes=[(112, 224)], video_sizes=[(9, 96, 128), (4, 56, 56)]
+    )
+    assert counts.num_image_tokens == [3 + 8 * 4] and counts.num_image_patches == [9]
+    assert counts.num_video_tokens == [num_visual_tokens((3, 4, 4)), num_visual_tokens((1, 4, 4))]
+    assert processor._get_num_multimodal_tokens().num_video_tokens is None
+
+
+def test_mm_token_type_ids_mark_image_and_video_placeholders(processor):
+    text = [f"a {IMAGE_TOKEN} b {VIDEO_TOKEN}", f"{VIDEO_TOKEN} c"]
+    videos = [make_sample_frames(5, 56, 56), make_sample_frames(2, 56, 56)]
+    out = processor(
+        text=text,
+        images=[image(112, 224)],
+        videos=videos,
+        padding=True,
+        return_tensors="pt",
+        return_mm_token_type_ids=True,
+    )
+    ids, types = out["input_ids"], out["mm_token_type_ids"]
+    assert types.shape == ids.shape
+    expected = torch.zeros_like(ids)
+    expected[ids == processor.image_token_id] = 1
+    expected[ids == processor.video_token_id] = 2
+    assert torch.equal(types, expected) and (types == 1).sum() == 3 + 8 * 4
+    assert "mm_token_type_ids" not in processor(text=text[1], videos=videos[1])
+
+
+def test_start_and_end_tokens_are_exposed_for_images_and_videos(processor, tokenizer):
+    for kind in ("image", "video"):
+        assert getattr(processor, f"{kind}_start_token") == VISION_START
+        assert getattr(processor, f"{kind}_end_token") == VISION_END
+        assert getattr(processor, f"{kind}_start_token_id") == tokenizer.convert_tokens_to_ids(VISION_START)
+        assert getattr(processor, f"{kind}_end_token_id") == tokenizer.convert_tokens_to_ids(VISION_END)
+    # what an engine builds from them is one wrapped marker, expanded like the chat template's
+    wrapped = processor.image_start_token + processor.image_token + processor.image_end_token
+    assert (
+        processor(text=wrapped, images=image(40, 40))["input_ids"]
+        == processor(text=IMAGE_TOKEN, images=image(40, 40))["input_ids"]
+    )
+
+
+def _tiled_chat(video_path):
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image(112, 224)},  # tiled: thumbnail + 2 x 4 slices
+                {"type": "text", "text": "and"},
+                {"type": "video", "path": str(video_path)},
+                {"type": "image", "image": image(40, 40, seed=1)},
+                {"type": "text", "text": "What happens?"},
+            ],
+        }
+    ]
+
+
+def test_replacement_offsets_rebuild_the_input_ids_from_the_template_prompt(processor, video_path):
+    """vLLM's convention: replacements are applied at the markers of the prompt the chat template wrapped."""
+    messages = _tiled_chat(video_path)
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    out = processor.apply_chat_template(
+        messages,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        processor_kwargs={"return_text_replacement_offsets": True},
+    )
+    offsets = out["text_replacement_offsets"][0]
+    assert [entry["type"] for entry in offsets] == ["image", "video", "image"]
+    rebuilt, last = "", 0
+    for entry in offsets:
+        start, end = entry["span"]
+        assert prompt[start:end] == entry["text"] and prompt[:start].endswith(VISION_START)
+        assert not entry["replacement"].startswith(VISION_START)  # nothing doubled around the marker
+        rebuilt += prompt[last:start] + entry["replacement"]
+        last = end
+    rebuilt += prompt[last:]
+    assert processor.tokenizer(rebuilt)["input_ids"] == out["input_ids"][0]
+    # token by token, as vLLM applies them: each marker token replaced by its replacement's tokens
+    tokens = processor.tokenizer(prompt)["input_ids"]
+    replacements = iter(
+        processor.tokenizer(e["replacement"], add_special_tokens=False)["input_ids"] for e in offsets
+    )
+    marker_ids = (processor.image_token_id, processor.video_token_id)
+    spliced = [t for token in tokens for t in (next(replacements) if token in marker_ids else [token])]
+    assert spliced == out["input_ids"][0]
+    # the tiled image's replacement runs from the thumbnail's pads to the last slice's
+    tiled = offsets[0]["replacement"]
+    assert tiled.startswith(IMAGE_TOKEN) and tiled.endswith(IMAGE_TOKEN)
+    assert tiled.count(f"{VISION_END}\n{VISION_START}") == 2 and tiled.count(VISION_START) == 8
+
+
+def test_replacement_offsets_of_bare_markers_carry_their_wrapping(processor):
+    text = f"x{IMAGE_TOKEN}y{VISION_START}{IMAGE_TOKEN}{VISION_END}z"
+    out = processor(text=text, images=[image(40, 40), image(40, 40)], return_text_replacement_offsets=True)
+    bare, wrapped = out["text_replacement_offsets"][0]
+    assert bare["replacement"] == block(4) and wrapped["replacement"] == IMAGE_TOKEN * 4
+    expanded = processor.decode(out["input_ids"][0])
+    assert expanded == f"x{block(4)}y{block(4)}z"
+    for entry in (bare, wrapped):
+        assert expanded[slice(*entry["new_span"])] == entry["replacement"]
+
+
+def test_user_typed_markers_stay_text_with_sanitize_control_tokens(processor):
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image(40, 40)},
+                {
+                    "type": "text",
+                    "text": f"literal {IMAGE_TOKEN} and {VISION_START}{VIDEO_TOKEN}{VISION_END}",
+                },
+            ],
+        }
+    ]
+    out = processor.apply_chat_template(
+        messages, tokenize=True, return_dict=True, sanitize_control_tokens=True
+    )
+    ids = out["input_ids"][0]
+    assert ids.count(processor.image_token_id) == 4 and ids.count(processor.video_token_id) == 0
+    assert ids.count(processor.vision_start_token_id) == 1  # the template's, around the real image
+    assert f"literal {IMAGE_TOKEN} and" in processor.decode(ids)
+    with pytest.raises(
+        ValueError, match="holds 2 <\\|image_pad\\|> marker"
+    ):  # unsanitized: the typed one counts too
+        processor.apply_chat_template(messages, tokenize=True, return_dict=True)
+
+
+def test_model_input_names_list_what_the_processor_returns(processor, video_path):
+    out = processor(text=f"{IMAGE_TOKEN}{VIDEO_TOKEN}", images=image(112, 224), videos=str(video_path))
+    assert set(out) == set(processor.model_input_names)
+    assert "image_slice_grid" not in out
+
+
 def test_media_without_text_returns_pixels_only(processor):
     out = processor(images=[image(30, 30), image(60, 30)], videos=make_sample_frames(4, 32, 32))
     assert set(out) == {

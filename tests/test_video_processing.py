@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
-import transformers_mavors.video_processing_mavors as video_module
+import transformers_mavors.media_io as media_io
 from transformers_mavors import MavorsVideoProcessor
 from transformers_mavors.testing_utils import write_sample_video
 
@@ -160,11 +160,11 @@ def test_seeking_gives_the_same_frames_as_decoding_through(long_clip, monkeypatc
             seeks.append(args)
             return self._container.seek(*args, **kwargs)
 
-    monkeypatch.setattr(video_module.av, "open", lambda *a, **k: CountingContainer(real_open(*a, **k)))
+    monkeypatch.setattr(av, "open", lambda *a, **k: CountingContainer(real_open(*a, **k)))
     processor = make_processor(fps=10, max_chunks=3)  # 1200 targets -> 12 kept frames, 10 s apart
     with_seeks = processor(str(long_clip))
     assert len(seeks) >= 5  # a keyframe each second, kept frames 10 s apart: decoding skips ahead
-    monkeypatch.setattr(video_module, "SEEK_MIN_KEYFRAME_INTERVALS", float("inf"))
+    monkeypatch.setattr(media_io, "SEEK_MIN_KEYFRAME_INTERVALS", float("inf"))
     seeks.clear()
     through = processor(str(long_clip))
     assert seeks == []
@@ -340,7 +340,7 @@ def test_bad_options_raise_typed_errors(kwargs, error):
 def test_a_missing_file_fails_the_batch_before_anything_is_decoded(clip_5s, monkeypatch):
     opened = []
     real_open = av.open
-    monkeypatch.setattr(video_module.av, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
     with pytest.raises(FileNotFoundError):
         make_processor()([str(clip_5s), "/no/such/video.mp4"])
     assert opened == []
@@ -359,3 +359,144 @@ def test_save_and_auto_load_roundtrip(tmp_path):
     torch.testing.assert_close(
         loaded(frames)["pixel_values_videos"], processor(frames)["pixel_values_videos"]
     )
+
+
+# --- the shared reader and writer (media_io) -----------------------------------------------------------------
+
+
+def reference_fixed_fps_frames(path, fps):
+    """The fixed-fps reader NIAH had before `media_io.read_video` (decode everything, pick by timestamp)."""
+    frames, times = [], []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for decoded in container.decode(stream):
+            if decoded.pts is None:
+                continue
+            times.append(float(decoded.pts * stream.time_base))
+            frames.append(decoded.to_ndarray(format="rgb24"))
+    order = np.argsort(times)
+    times = np.asarray(times)[order] - min(times)
+    duration = times[-1] + (times[-1] / max(1, len(times) - 1) if len(times) > 1 else 1 / fps)
+    targets = np.arange(int(np.ceil(duration * fps - 1e-6))) / fps
+    picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(times) - 1)
+    return np.stack([frames[order[i]] for i in picks])
+
+
+@pytest.mark.parametrize(
+    ("num_frames", "source_fps", "fps"), [(32, 4, 4), (40, 8, 4), (150, 30, 4), (23, 5, 3), (9, 25, 7.5)]
+)
+def test_read_video_at_fps_gives_the_frames_the_former_niah_reader_gave(
+    tmp_path, num_frames, source_fps, fps
+):
+    from transformers_mavors.synthetic.niah import read_frames
+
+    path = write_sample_video(
+        tmp_path / "clip.mp4", num_frames=num_frames, height=48, width=64, fps=source_fps
+    )
+    expected = reference_fixed_fps_frames(path, fps)
+    frames, rate = media_io.read_video(path, fps)
+    assert frames.shape == expected.shape and np.array_equal(frames, expected)
+    assert np.array_equal(read_frames(path, fps), expected) and rate == Fraction(fps)
+
+
+def test_read_video_without_fps_gives_every_frame_at_the_stream_rate(tmp_path):
+    source = flat_frames(range(0, 250, 10), size=32)  # 25 frames, grey level 10 * i
+    path = media_io.write_video(
+        source, tmp_path / "sub" / "flat.mp4", fps=Fraction(30000, 1001), options={"crf": "0"}
+    )
+    frames, rate = media_io.read_video(path)
+    assert rate == Fraction(30000, 1001) and frames.shape == (25, 32, 32, 3)
+    assert np.abs(frames.astype(int) - source.astype(int)).max() <= 2  # crf 0 (lossless luma), yuv420p chroma
+    with av.open(str(path)) as container:  # the stream as PyAV decodes it, frame by frame
+        decoded = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    assert np.array_equal(frames, decoded)
+
+
+class NoDecodeContainer:
+    """A PyAV container that refuses to decode: planning must come from the header alone."""
+
+    def __init__(self, container):
+        self._container = container
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def decode(self, *args, **kwargs):
+        raise AssertionError("a frame was decoded")
+
+
+def test_reader_and_plan_video_read_only_the_header(clip_5s, monkeypatch):
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: NoDecodeContainer(real_open(*a, **k)))
+    with media_io.VideoReader(clip_5s) as reader:
+        assert (reader.width, reader.height, reader.duration, reader.source_fps) == (128, 96, 5.0, 30.0)
+        assert reader.fixed_fps_times(8)[:3] == [0.0, 0.125, 0.25] and len(reader.fixed_fps_times(8)) == 40
+    plan = make_processor(max_chunks=3).plan_video(str(clip_5s))
+    assert plan["grid_thw"] == (3, 4, 4) and plan["chunk_positions"] == [0, 13 // F, 26 // F]
+
+
+def test_writer_streams_frames_from_an_iterable(tmp_path):
+    source = flat_frames(range(0, 200, 20), size=32)
+    from_array = media_io.read_video(media_io.write_video(source, tmp_path / "array.mp4", fps=8))[0]
+    from_generator = media_io.read_video(media_io.write_video(iter(source), tmp_path / "stream.mp4", fps=8))[
+        0
+    ]
+    assert np.array_equal(from_array, from_generator) and len(from_array) == 10
+
+
+def test_writer_refuses_frames_it_cannot_encode(tmp_path):
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\) uint8"):
+        media_io.write_video(np.zeros((2, 8, 8), np.uint8), tmp_path / "x.mp4", fps=4)
+    with pytest.raises(ValueError, match="too small"):
+        media_io.write_video(np.zeros((2, 1, 8, 3), np.uint8), tmp_path / "x.mp4", fps=4)
+    with pytest.raises(ValueError, match="no frames"):
+        media_io.write_video(iter([]), tmp_path / "x.mp4", fps=4)
+    with pytest.raises(ValueError, match="one size"):
+        media_io.write_video(
+            [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 10, 3), np.uint8)], tmp_path / "x.mp4", 4
+        )
+
+
+def test_long_videos_decode_with_progress_bars_disabled(long_clip):
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    try:
+        out = make_processor(max_chunks=2)(str(long_clip))
+    finally:
+        logging.enable_progress_bar()
+    assert out["video_grid_thw"].tolist() == [[2, 4, 4]]
+
+
+# --- planning without pixels --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("num_frames", "max_chunks"), [(10, 60), (40, 3), (1, 2)])
+def test_plans_of_arrays_equal_their_processing(num_frames, max_chunks):
+    processor = make_processor(max_chunks=max_chunks)
+    frames = np.random.default_rng(num_frames).integers(0, 256, (num_frames, 40, 100, 3), dtype=np.uint8)
+    out = processor(frames, return_metadata=True)
+    for plan in (processor.plan_video(frames), processor.get_video_layout(num_frames, 40, 100)):
+        assert list(plan["grid_thw"]) == out["video_grid_thw"][0].tolist()
+        assert plan["chunk_positions"] == out["video_chunk_positions"].tolist()
+        assert plan["metadata"] == out["video_metadata"][0]
+
+
+def test_plan_of_a_file_equals_its_processing(clip_5s):
+    processor = make_processor(max_chunks=3, fps=6)
+    out = processor(str(clip_5s), return_metadata=True)
+    plan = processor.plan_video(str(clip_5s))
+    assert list(plan["grid_thw"]) == out["video_grid_thw"][0].tolist()
+    assert plan["metadata"] == out["video_metadata"][0] and plan["metadata"].playback_speed > 1
+
+
+def test_planning_refuses_bad_sizes_and_several_videos(clip_5s):
+    processor = make_processor()
+    with pytest.raises(ValueError, match="num_frames"):
+        processor.get_video_layout(0, 40, 40)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        processor.get_video_layout(4, 1, 300)
+    with pytest.raises(ValueError, match="one video"):
+        processor.plan_video([str(clip_5s), str(clip_5s)])
+    with pytest.raises(FileNotFoundError):
+        processor.plan_video("/no/such/video.mp4")

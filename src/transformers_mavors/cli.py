@@ -220,9 +220,9 @@ def run_inspect(args) -> int:
         video_processor = AutoProcessor.from_pretrained(args.model).video_processor
     else:
         video_processor = MavorsVideoProcessor()
-    out = video_processor(args.video, return_metadata=True, **_processor_options(args))
-    meta = out["video_metadata"][0]
-    grid = out["video_grid_thw"][0].tolist()
+    # The processor's own plan, from the container header: no frame is decoded.
+    plan = video_processor.plan_video(args.video, **_processor_options(args))
+    meta, grid = plan["metadata"], plan["grid_thw"]
     per_chunk = num_visual_tokens((1, grid[1], grid[2]), video_processor.spatial_merge_size)
     report = {
         "video": args.video,

@@ -12,23 +12,24 @@ into p x p patches. Pieces are returned packed (SPEC §7):
 - `image_slice_grid`: (images, 2) long, `(rows, columns)` of each image's sub-image grid, `(1, 1)` for an
   image that is not tiled. The processor uses it to lay the pieces out in the text; the model does not.
 
-The helpers at module level (`get_dynamic_resolution`, `get_slice_grid`, `to_rgb_array`, ...) are shared with
-the video processor, so a frame and an image of the same size always get the same resolution.
+The geometry helpers at module level (`get_dynamic_resolution`, `get_slice_grid`, `patchify`,
+`normalization_affine`) are shared with the video processor, so a frame and an image of the same size always get
+the same resolution; reading and RGB conversion live in `media_io.py`, shared by both processors.
+
+The processor follows transformers' `PilBackend` pipeline: `preprocess` checks and completes the options,
+`process_image` reads each input to RGB (size checks before decoding), and `_preprocess` cuts, resizes, normalises
+and packs the pieces.
 """
 
-import io
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
-from huggingface_hub.dataclasses import validate_typed_dict
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BatchFeature
@@ -36,23 +37,23 @@ from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import logging
 
+from .media_io import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_ASPECT_RATIO,
+    describe_input,
+    load_rgb_image,
+    to_return_type,
+    validate_positive_ints,
+)
+
 logger = logging.get_logger(__name__)
 
 # SigLIP's normalisation (google/siglip-so400m-patch14-384 preprocessor_config.json).
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 
-# Aspect ratios beyond this are rejected (SPEC §3.1): such an image has a side shorter than one patch
-# pair at the ViT's pixel budget, so nothing of it would survive resizing.
-MAX_ASPECT_RATIO = 200
-
-# Images (and video frames) with more pixels are refused before their pixels are decoded. 2**27 pixels
-# (about 11585 x 11585, 384 MiB as 8-bit RGB) is above any camera sensor and above PIL's own
-# decompression-bomb warning level, yet an image this size still decodes in a few seconds on a laptop.
-DEFAULT_MAX_IMAGE_PIXELS = 2**27
-
-# Input dtypes understood by `to_rgb_array`, and the value range each is taken to have.
-_ACCEPTED_DTYPES = "uint8 (0-255), uint16 (0-65535), bool, float16/float32/float64 (0-1)"
+# Options that must be integers >= 1.
+_POSITIVE_INT_OPTIONS = ("image_size", "patch_size", "spatial_merge_size", "max_slices", "max_image_pixels")
 
 
 class MavorsImagesKwargs(ImagesKwargs, total=False):
@@ -77,23 +78,6 @@ class MavorsImagesKwargs(ImagesKwargs, total=False):
 # --------------------------------------------------------------------------------------------------------
 # Geometry shared by images and videos
 # --------------------------------------------------------------------------------------------------------
-
-
-def check_image_size(width: int, height: int, max_pixels: int, name: str) -> None:
-    """Reject empty, oversized and extremely elongated images (or video frames) with a `ValueError`."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"{name} has a zero size ({width}x{height} pixels); width and height must be >= 1")
-    if width * height > max_pixels:
-        raise ValueError(
-            f"{name} has {width}x{height} = {width * height} pixels, more than max_image_pixels={max_pixels}; "
-            "downscale it first or raise `max_image_pixels`"
-        )
-    ratio = max(width, height) / min(width, height)
-    if ratio > MAX_ASPECT_RATIO:
-        raise ValueError(
-            f"{name} has an aspect ratio of {ratio:.1f}:1 ({width}x{height}); at most "
-            f"{MAX_ASPECT_RATIO}:1 is accepted"
-        )
 
 
 def get_dynamic_resolution(
@@ -185,154 +169,8 @@ def _as_triple(value: float | Sequence[float], name: str) -> tuple[float, float,
 
 
 # --------------------------------------------------------------------------------------------------------
-# Decoding and RGB conversion
+# Input structure
 # --------------------------------------------------------------------------------------------------------
-
-
-def describe_input(value: Any) -> str:
-    """A short human name of an input, for error messages."""
-    if isinstance(value, (str, os.PathLike)):
-        return f"'{os.fspath(value)}'"
-    if isinstance(value, PIL.Image.Image):
-        return f"PIL image {value.size[0]}x{value.size[1]} mode {value.mode}"
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
-    name = getattr(value, "name", None)
-    if isinstance(name, str):
-        return f"file object '{name}'"
-    return type(value).__name__
-
-
-def check_media_file(path: str | os.PathLike, kind: str, name: str) -> None:
-    """Refuse a missing, directory or empty `kind` ("image" / "video") file before opening it."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{kind} file {name} does not exist")
-    if os.path.isdir(path):
-        raise ValueError(f"{kind} path {name} is a directory, not a file")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{kind} file {name} is empty (0 bytes)")
-
-
-def open_image(
-    source: str | os.PathLike | bytes | Any, max_pixels: int, name: str | None = None
-) -> PIL.Image.Image:
-    """Open an image file (path, bytes, file object, http(s) URL or base64 string), refusing oversized ones.
-
-    PIL reads only the header in `Image.open`, so the size check happens before any pixel is decoded.
-    """
-    name = name or describe_input(source)
-    if isinstance(source, str) and (source.startswith(("http://", "https://")) or source.startswith("data:")):
-        from transformers.image_utils import load_image
-
-        image = load_image(source)
-        check_image_size(image.width, image.height, max_pixels, f"image {name}")
-        return image
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)):
-        check_media_file(source, "image", name)
-    try:
-        with warnings.catch_warnings():
-            # Our own `max_pixels` check below replaces PIL's decompression-bomb warning.
-            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            image = PIL.Image.open(source)
-    except PIL.Image.DecompressionBombError as error:
-        raise ValueError(f"image {name} is larger than max_image_pixels={max_pixels}: {error}") from error
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(
-            f"image {name} cannot be read: not a valid or complete image file ({error})"
-        ) from error
-    check_image_size(image.width, image.height, max_pixels, f"image {name}")
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"image {name} is truncated or corrupt: {error}") from error
-    return image
-
-
-def pil_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """RGB copy of a PIL image: EXIF orientation applied, alpha composited on white, 16-bit scaled to 8-bit."""
-    if image.getexif().get(0x0112, 1) != 1:  # 0x0112 = Orientation
-        image = PIL.ImageOps.exif_transpose(image)
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        return PIL.Image.fromarray(_to_uint8(np.asarray(image), high_bit_depth=mode != "F")).convert("RGB")
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in ("LA", "La", "PA", "RGBa"):
-        image = image.convert("RGBA")
-    if image.mode == "RGBA":
-        background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return PIL.Image.alpha_composite(background, image).convert("RGB")
-    return image.convert("RGB")
-
-
-def _to_uint8(array: np.ndarray, high_bit_depth: bool = True) -> np.ndarray:
-    """Scale an integer or float array to uint8 by its dtype's nominal range (see `_ACCEPTED_DTYPES`)."""
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    if array.dtype == np.uint16 or (high_bit_depth and array.dtype.kind in "iu"):
-        # 16-bit samples (PIL's "I;16"/"I" modes hold 16-bit PNGs); 65535 / 257 = 255 exactly.
-        return (np.clip(array, 0, 65535).astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    if array.dtype.kind == "f":
-        array = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-        return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    raise TypeError(f"unsupported pixel dtype {array.dtype}; accepted: {_ACCEPTED_DTYPES}")
-
-
-def array_to_rgb_image(array: np.ndarray | torch.Tensor, name: str) -> PIL.Image.Image:
-    """PIL RGB image of a (H, W), (H, W, C) or (C, H, W) array, C in {1, 3, 4} (4 = RGBA, composited on white)."""
-    if isinstance(array, torch.Tensor):
-        tensor = array.detach().cpu()
-        if tensor.dtype in (torch.bfloat16, torch.float16):
-            tensor = tensor.float()
-        if tensor.dtype not in (torch.uint8, torch.bool, torch.float32, torch.float64, torch.uint16):
-            raise TypeError(f"{name}: unsupported tensor dtype {tensor.dtype}; accepted: {_ACCEPTED_DTYPES}")
-        array = tensor.numpy()
-    array = np.asarray(array)
-    if array.dtype not in (np.uint8, np.uint16, np.bool_, np.float16, np.float32, np.float64):
-        raise TypeError(f"{name}: unsupported pixel dtype {array.dtype}; accepted: {_ACCEPTED_DTYPES}")
-    if array.ndim == 3 and array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise ValueError(
-            f"{name}: an image array must be (H, W), (H, W, C) or (C, H, W) with C in (1, 3, 4), "
-            f"got shape {tuple(array.shape)}"
-        )
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} has a zero size ({array.shape[1]}x{array.shape[0]} pixels)")
-    array = _to_uint8(array, high_bit_depth=False)
-    channels = array.shape[-1]
-    if channels == 1:
-        return PIL.Image.fromarray(np.ascontiguousarray(array[..., 0])).convert("RGB")
-    if channels == 4:
-        return pil_to_rgb(PIL.Image.fromarray(np.ascontiguousarray(array)))
-    return PIL.Image.fromarray(np.ascontiguousarray(array))
-
-
-def load_rgb_image(image: Any, max_pixels: int) -> PIL.Image.Image:
-    """Any accepted image input -> PIL RGB image, with size checks before decoding where possible."""
-    name = describe_input(image)
-    if isinstance(image, PIL.Image.Image):
-        check_image_size(image.width, image.height, max_pixels, f"image {name}")
-        return pil_to_rgb(image)
-    if isinstance(image, (np.ndarray, torch.Tensor)):
-        rgb = array_to_rgb_image(image, f"image {name}")
-        check_image_size(rgb.width, rgb.height, max_pixels, f"image {name}")
-        return rgb
-    if isinstance(image, (str, os.PathLike, bytes)) or hasattr(image, "read"):
-        return pil_to_rgb(open_image(image, max_pixels, name))
-    raise TypeError(
-        f"unsupported image input {name}; expected a PIL image, a numpy array or torch tensor "
-        "((H, W), (H, W, C) or (C, H, W)), a path, bytes, a file object or an http(s) URL"
-    )
 
 
 def is_image_like(value: Any) -> bool:
@@ -358,35 +196,6 @@ def make_flat_list_of_images(images: Any) -> list[Any]:
         f"unsupported image input {describe_input(images)}; expected an image, a list of images or a list of "
         "lists of images"
     )
-
-
-def validate_positive_ints(options: dict[str, Any], names: Sequence[str]) -> None:
-    for key in names:
-        value = options.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-
-
-def merge_call_options(processor: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Call kwargs over the processor's stored defaults, type-checked against its `valid_kwargs`."""
-    valid = processor.valid_kwargs.__annotations__
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TypeError(f"{type(processor).__name__} got unexpected keyword arguments {unknown}")
-    try:
-        validate_typed_dict(processor.valid_kwargs, {k: v for k, v in kwargs.items() if v is not None})
-    except StrictDataclassFieldValidationError as error:
-        raise TypeError(f"{type(processor).__name__}: {error}") from error
-    options = {key: getattr(processor, key, None) for key in valid}
-    options.update({k: v for k, v in kwargs.items() if v is not None})
-    return options
-
-
-def to_return_type(data: dict[str, Any], return_tensors: Any) -> dict[str, Any]:
-    """Tensors stay torch tensors unless numpy is asked for."""
-    if return_tensors is not None and str(getattr(return_tensors, "value", return_tensors)) == "np":
-        return {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in data.items()}
-    return data
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -490,7 +299,7 @@ class MavorsImageProcessor(MavorsPixelDefaults, PilBackend):
         layout = self.get_image_layout(width, height, **(images_kwargs or {}))
         return sum(t * h * w for t, h, w in layout["grid_thw"])
 
-    # -- processing ----------------------------------------------------------------------------------------
+    # -- processing: transformers' PilBackend pipeline ---------------------------------------------------
 
     def preprocess(self, images: Any, **kwargs: Unpack[MavorsImagesKwargs]) -> BatchFeature:
         """Process one image or a (nested) list of images into packed patches (see the module docstring).
@@ -498,51 +307,82 @@ class MavorsImageProcessor(MavorsPixelDefaults, PilBackend):
         Returns a `BatchFeature` with `pixel_values` (patches, 3 * p * p) float32, `image_grid_thw` (pieces, 3)
         and `image_slice_grid` (images, 2), torch tensors (numpy with `return_tensors="np"`).
         """
-        options = merge_call_options(self, kwargs)
-        validate_positive_ints(
-            options, ("image_size", "patch_size", "spatial_merge_size", "max_slices", "max_image_pixels")
-        )
-        scale, shift = normalization_affine(
-            options["do_rescale"],
-            options["rescale_factor"],
-            options["do_normalize"],
-            options["image_mean"],
-            options["image_std"],
-        )
-        image_list = make_flat_list_of_images(images)
-        # Read and check every image before processing any, so a bad input fails the call up front.
-        rgb_images = [load_rgb_image(image, options["max_image_pixels"]) for image in image_list]
+        kwargs = {key: value for key, value in kwargs.items() if value is not None}  # None: the default
+        try:
+            return super().preprocess(images, **kwargs)
+        except StrictDataclassFieldValidationError as error:  # a wrongly typed option
+            raise TypeError(f"{type(self).__name__}: {error}") from error
 
+    def _validate_preprocess_kwargs(self, **kwargs: Any) -> None:
+        # Pieces are sized by `image_size` and the pixel budget, not by `size`, so the base checks do not apply.
+        validate_positive_ints(kwargs, _POSITIVE_INT_OPTIONS)
+        normalization_affine(
+            kwargs["do_rescale"],
+            kwargs["rescale_factor"],
+            kwargs["do_normalize"],
+            kwargs["image_mean"],
+            kwargs["image_std"],
+        )
+
+    def _prepare_images_structure(self, images: Any, expected_ndims: int = 3) -> list[Any]:
+        # No fetching here: `process_image` opens paths, URLs, bytes and file objects after their size check, and
+        # every image is read (and checked) before any is processed, so a bad input fails the call up front.
+        return make_flat_list_of_images(images)
+
+    def process_image(
+        self, image: Any, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, **kwargs: Any
+    ) -> np.ndarray:
+        """Any accepted image input -> (3, H, W) uint8 RGB (see `media_io.load_rgb_image` for the conversions)."""
+        return np.moveaxis(np.asarray(load_rgb_image(image, max_image_pixels), dtype=np.uint8), -1, 0)
+
+    def _preprocess(
+        self,
+        images: list[np.ndarray],
+        image_size: int,
+        patch_size: int,
+        spatial_merge_size: int,
+        max_slices: int,
+        resample: PILImageResampling | int,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: float | Sequence[float],
+        image_std: float | Sequence[float],
+        return_tensors: Any = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """(3, H, W) uint8 RGB images -> thumbnail and sub-images of each, resized, normalised and packed."""
+        scale, shift = normalization_affine(do_rescale, rescale_factor, do_normalize, image_mean, image_std)
+        geometry = dict(
+            image_size=image_size,
+            patch_size=patch_size,
+            spatial_merge_size=spatial_merge_size,
+            max_slices=max_slices,
+        )
         pixel_values, grid_thw, slice_grid = [], [], []
-        for image in rgb_images:
-            pieces, layout = self._cut_pieces(image, options)
+        for image in images:
+            pieces, layout = self._cut_pieces(
+                PIL.Image.fromarray(np.ascontiguousarray(np.moveaxis(image, 0, -1))), geometry, resample
+            )
             for piece in pieces:
-                pixel_values.append(self._pack_piece(piece, scale, shift, options["patch_size"]))
+                pixel_values.append(self._pack_piece(piece, scale, shift, patch_size))
             grid_thw += layout["grid_thw"]
             slice_grid.append(layout["slice_grid"])
 
-        patch_dim = 3 * options["patch_size"] ** 2
         data = {
-            "pixel_values": torch.cat(pixel_values) if pixel_values else torch.zeros(0, patch_dim),
+            "pixel_values": torch.cat(pixel_values) if pixel_values else torch.zeros(0, 3 * patch_size**2),
             "image_grid_thw": torch.tensor(grid_thw, dtype=torch.long).reshape(-1, 3),
             "image_slice_grid": torch.tensor(slice_grid, dtype=torch.long).reshape(-1, 2),
         }
-        return BatchFeature(data=to_return_type(data, options.get("return_tensors")))
+        return BatchFeature(data=to_return_type(data, return_tensors))
 
     def _cut_pieces(
-        self, image: PIL.Image.Image, options: dict[str, Any]
+        self, image: PIL.Image.Image, geometry: dict[str, int], resample: PILImageResampling | int
     ) -> tuple[list[PIL.Image.Image], dict]:
         """Thumbnail and sub-images of one RGB image, each resized to its dynamic resolution."""
         width, height = image.size
-        layout = self.get_image_layout(
-            width,
-            height,
-            image_size=options["image_size"],
-            patch_size=options["patch_size"],
-            spatial_merge_size=options["spatial_merge_size"],
-            max_slices=options["max_slices"],
-        )
-        resample = PILImageResampling(options["resample"])
+        layout = self.get_image_layout(width, height, **geometry)
+        resample = PILImageResampling(resample)
         thumb_h, thumb_w = layout["thumbnail_size"]
         pieces = [image.resize((thumb_w, thumb_h), resample=resample)]
         rows, columns = layout["slice_grid"]

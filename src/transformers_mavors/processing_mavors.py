@@ -17,9 +17,22 @@ into exactly the placeholder tokens the model will fill, `num_visual_tokens` per
 
   (MiniCPM-V's layout, the tiling the paper cites: pieces are delimited, rows end with a newline).
 
-A marker already wrapped in `<|vision_start|>`/`<|vision_end|>` (as the chat template writes it) reuses that
-wrapping; a bare marker gets it added. The model replaces the image placeholders, in order, with the features
-of all pieces (thumbnail first, then sub-images row-major) and the video placeholders with the video features.
+The model replaces the image placeholders, in order, with the features of all pieces (thumbnail first, then
+sub-images row-major) and the video placeholders with the video features.
+
+The processor is transformers' `ProcessorMixin` with its hooks filled in (as Qwen2-VL's is), so engines that
+speak that protocol (vLLM's Transformers backend) get the same expansion:
+
+- `replace_image_token` / `replace_video_token` return what goes *between* a marker's `<|vision_start|>` and
+  `<|vision_end|>`: the pads, and for a tiled image everything from the thumbnail's pads to the last slice's
+  (`...pads<|vision_end|>\\n<|vision_start|>pads...`). A marker already wrapped (as the chat template writes it)
+  keeps its wrapping; `get_text_with_replacements` adds the wrapping around the expansion of a bare marker.
+  With `return_text_replacement_offsets=True`, each offset's `replacement` is exactly the string that replaced
+  its marker, so inserting the replacements at the markers of a template-rendered prompt gives `input_ids`.
+- `_get_num_multimodal_tokens(image_sizes=..., video_sizes=...)` counts placeholders without pixels.
+- `return_mm_token_type_ids=True` adds `mm_token_type_ids` (1 at image placeholders, 2 at video ones).
+- `sanitize_control_tokens=True` (`apply_chat_template`) works as in transformers: control tokens the user typed
+  stay text and are not taken for markers.
 
 Token compression (paper §5.4) makes a video yield fewer tokens than `chunks * h/2 * w/2`, a count only the model
 knows. `processor(text=..., video_token_counts=[...])` expands video markers to the given counts instead (with or
@@ -28,12 +41,11 @@ inputs; see `docs/usage.md`, "Token compression".
 """
 
 import os
-import re
 from typing import Any
 
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers.image_processing_utils import BatchFeature
-from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
+from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin
 from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
@@ -57,13 +69,8 @@ from .video_processing_mavors import MavorsVideoProcessor, MavorsVideosKwargs, m
 
 logger = logging.get_logger(__name__)
 
-
-# transformers marks user-written control tokens with these when `sanitize_control_tokens=True`; such marked
-# placeholders are plain text and must not count as media markers.
-try:
-    from transformers.processing_utils import _MARKED_RE, _UNMARKED
-except ImportError:  # pragma: no cover - older or newer transformers
-    _MARKED_RE, _UNMARKED = re.compile(r"(?!)"), ""
+# The image processor options that shape an image's pieces (`MavorsImageProcessor.get_image_layout`).
+_IMAGE_LAYOUT_OPTIONS = ("image_size", "patch_size", "spatial_merge_size", "max_slices")
 
 # Qwen2.5's ChatML with media items, as in Qwen2.5-VL. `{% generation %}` marks assistant turns so that
 # `return_assistant_tokens_mask=True` (TRL's assistant-only loss) works. `add_vision_id=True` numbers media.
@@ -121,9 +128,22 @@ def _as_token_counts(counts: Any, name: str = "video_token_counts") -> list[int]
     return list(counts)
 
 
+class MavorsProcessorVideosKwargs(MavorsVideosKwargs, total=False):
+    """Video options of a processor call: the video processor's, plus one the processor consumes itself.
+
+    Attributes:
+        video_token_counts (list of `int` or 1-D integer tensor): placeholder tokens for each video marker, in text
+            order, instead of the processor's own count; the `token_counts` a model reports after token compression
+            (`model.get_video_features(..., token_compression_threshold=...)`). Works with `videos` (each count must
+            lie between one chunk's tokens and the whole video's) or without (text only: one count per marker).
+    """
+
+    video_token_counts: Any
+
+
 class MavorsProcessorKwargs(ProcessingKwargs, total=False):
     images_kwargs: MavorsImagesKwargs
-    videos_kwargs: MavorsVideosKwargs
+    videos_kwargs: MavorsProcessorVideosKwargs
     _defaults = {"text_kwargs": {"padding": False}}
 
 
@@ -136,8 +156,11 @@ class MavorsProcessor(ProcessorMixin):
     marker expanded (see the module docstring for the layout), `pixel_values` / `image_grid_thw` for images and
     `pixel_values_videos` / `video_grid_thw` / `video_chunk_positions` for videos (SPEC §7). Batches may mix
     images and videos of any sizes and lengths; pass `padding=True` and, for generation, `padding_side="left"`.
-    Video options (`fps`, `max_chunks`, ...) and image options (`max_slices`, ...) may be passed directly or in
-    `apply_chat_template(..., processor_kwargs={...})`.
+    Video options (`fps`, `max_chunks`, `video_metadata`, `return_metadata`, ...) and image options
+    (`max_slices`, ...) may be passed directly or in `apply_chat_template(..., processor_kwargs={...})`, and so may
+    `video_token_counts` (see [`MavorsProcessorVideosKwargs`]), `return_text_replacement_offsets` and
+    `return_mm_token_type_ids`. Markers and media must match one to one (`ValueError` otherwise, before anything
+    is decoded), and truncation that cuts placeholders off is a `ValueError`.
 
     Args:
         image_processor ([`MavorsImageProcessor`]):
@@ -178,6 +201,12 @@ class MavorsProcessor(ProcessorMixin):
         self.video_token_id = vocab[VIDEO_TOKEN]
         self.vision_start_token_id = vocab[VISION_START]
         self.vision_end_token_id = vocab[VISION_END]
+        # The delimiters around each image piece and each video, under the names engines look up (vLLM wraps its
+        # dummy image markers in them); Qwen2.5's vocabulary has one pair for both.
+        self.image_start_token = self.video_start_token = VISION_START
+        self.image_end_token = self.video_end_token = VISION_END
+        self.image_start_token_id = self.video_start_token_id = self.vision_start_token_id
+        self.image_end_token_id = self.video_end_token_id = self.vision_end_token_id
 
     def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> type:
         # Without torchvision, `transformers.VideoProcessorMixin` is not exported and the base check fails for
@@ -272,237 +301,221 @@ class MavorsProcessor(ProcessorMixin):
             tokenizer=tokenizer,
         )
 
-    # -- processing --------------------------------------------------------------------------------------------
+    # -- ProcessorMixin's hooks --------------------------------------------------------------------------------
+    # `ProcessorMixin.__call__` runs: prepare_inputs_layout -> validate_inputs -> _process_images / _process_videos
+    # (each calling replace_*_token per item) -> get_text_with_replacements -> tokenizer -> _check_special_mm_tokens.
 
-    def __call__(
-        self,
-        images: Any = None,
-        text: str | list[str] | None = None,
-        videos: Any = None,
-        **kwargs: Unpack[MavorsProcessorKwargs],
-    ) -> BatchFeature:
-        """Tokenize `text` with media markers expanded, and process `images` and `videos`.
+    def prepare_inputs_layout(
+        self, images: Any = None, text: Any = None, videos: Any = None, audio: Any = None, **kwargs: Any
+    ) -> tuple[Any, Any, Any, Any]:
+        """Text as a list of samples, empty media lists as no media. Nothing is fetched here: the image processor
+        opens paths, URLs, bytes and file objects itself, after checking their size from the header."""
+        if isinstance(text, str):
+            text = [text]
+        elif isinstance(text, (list, tuple)):
+            text = list(text)
+        if not make_flat_list_of_images(images):
+            images = None
+        if not make_list_of_videos(videos):
+            # Text-only token compression: the counts stand for the videos, so `_process_videos` still runs.
+            videos = [] if self._requested_video_token_counts(kwargs) is not None else None
+        return images, text, videos, audio
 
-        Args:
-            images: an image, a list of images, or one list per sample (PIL, numpy/torch arrays, paths, URLs).
-            text: a string or a list of strings (a batch), holding one `<|image_pad|>` per image and one
-                `<|video_pad|>` per video, in order.
-            videos: a video, a list of videos, or one list per sample (paths, file objects, (T, H, W, C) arrays,
-                lists of PIL images).
-            kwargs: tokenizer options (`padding`, `padding_side`, `truncation`, ...), image options
-                (`max_slices`, ...), video options (`fps`, `max_chunks`, `video_metadata`, `return_metadata`, ...),
-                and `return_tensors`.
+    def validate_inputs(
+        self, images: Any = None, text: Any = None, videos: Any = None, audio: Any = None, **kwargs: Any
+    ) -> None:
+        """Typed errors before anything is decoded: no input at all, wrongly typed text or options, malformed
+        `video_token_counts`, and markers that do not match the media one to one.
 
-            video_token_counts (list of `int` or `torch.LongTensor`, *optional*): placeholder tokens for each video
-                marker, in text order, instead of the processor's own count; the `token_counts` a model reports
-                after token compression (`model.get_video_features(..., token_compression_threshold=...)`). Works
-                with `videos` (each count must lie between one chunk's tokens and the whole video's) or without
-                (text only: one count per `<|video_pad|>` marker).
-
-        Returns:
-            [`BatchFeature`] with `input_ids`, `attention_mask` (if `text`), `pixel_values`, `image_grid_thw` (if
-            images), `pixel_values_videos`, `video_grid_thw`, `video_chunk_positions` (if videos) and
-            `video_metadata` (if `return_metadata=True`).
+        `text` comes without the control tokens `sanitize_control_tokens=True` marked as user text, so only real
+        markers are counted.
         """
         if images is None and text is None and videos is None:
             raise ValueError("MavorsProcessor needs at least one of `text`, `images` or `videos`")
-        video_token_counts = kwargs.pop("video_token_counts", None)
-        if video_token_counts is not None:
-            video_token_counts = _as_token_counts(video_token_counts)
+        counts = self._requested_video_token_counts(kwargs)
+        if counts is not None:
+            counts = _as_token_counts(counts)
             if text is None:
                 raise ValueError(
                     "video_token_counts sets placeholder counts in `text`, but no text was passed"
                 )
         try:
-            output_kwargs = self._merge_kwargs(
-                MavorsProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
-            )
-        except StrictDataclassFieldValidationError as error:
+            self._merge_kwargs(tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        except StrictDataclassFieldValidationError as error:  # transformers' type check, as a TypeError
             raise TypeError(f"MavorsProcessor: invalid keyword argument: {error}") from error
-        text_kwargs = output_kwargs["text_kwargs"]
-        return_tensors = text_kwargs.pop("return_tensors", None)
-        sanitized = bool(text_kwargs.get("sanitize_control_tokens"))
-        return_offsets = bool(
-            text_kwargs.pop("return_text_replacement_offsets", None)
-            or output_kwargs.get("return_text_replacement_offsets")
-        )
-        text_kwargs.pop("return_mm_token_type_ids", None)
-
-        texts = self._as_text_batch(text)
-        image_list = make_flat_list_of_images(images)
-        video_list = make_list_of_videos(videos)
-        if texts is not None:
-            # Before any decoding: the markers must match the media one to one.
-            self._check_marker_counts(texts, image_list, video_list, sanitized, video_token_counts)
-
-        data: dict[str, Any] = {}
-        image_inputs = video_inputs = None
-        if image_list:
-            image_inputs = self.image_processor(image_list, **output_kwargs["images_kwargs"])
-            data["pixel_values"] = image_inputs["pixel_values"]
-            data["image_grid_thw"] = image_inputs["image_grid_thw"]
-        if video_list:
-            video_inputs = self.video_processor(video_list, **output_kwargs["videos_kwargs"])
-            for key in ("pixel_values_videos", "video_grid_thw", "video_chunk_positions"):
-                data[key] = video_inputs[key]
-            if output_kwargs["videos_kwargs"].get("return_metadata"):
-                data["video_metadata"] = video_inputs["video_metadata"]
-
-        if texts is not None:
-            expanded, expected, offsets = self._expand_markers(
-                texts, image_inputs, video_inputs, sanitized, video_token_counts
-            )
-            text_inputs = self.tokenizer(expanded, **text_kwargs)
-            self._check_placeholder_counts(text_inputs["input_ids"], expected)
-            data = {**text_inputs, **data}
-            if return_offsets:
-                data["text_replacement_offsets"] = offsets
-        return BatchFeature(
-            data=data,
-            tensor_type=return_tensors,
-            skip_tensor_conversion=["video_metadata", "text_replacement_offsets"],
-        )
-
-    @staticmethod
-    def _as_text_batch(text: Any) -> list[str] | None:
         if text is None:
-            return None
-        if isinstance(text, str):
-            return [text]
-        if isinstance(text, (list, tuple)) and all(isinstance(sample, str) for sample in text):
-            return list(text)
-        raise TypeError(f"`text` must be a string or a list of strings, got {type(text).__name__}")
+            return
+        if not isinstance(text, list) or not all(isinstance(sample, str) for sample in text):
+            raise TypeError(f"`text` must be a string or a list of strings, got {type(text).__name__}")
 
-    def _marker_pattern(self, sanitized: bool) -> re.Pattern:
-        prefix = _UNMARKED if sanitized else ""
-        return re.compile(
-            f"(?P<image>{prefix}{re.escape(self.image_token)})|(?P<video>{prefix}{re.escape(self.video_token)})"
-        )
-
-    def _check_marker_counts(
-        self,
-        texts: list[str],
-        image_list: list[Any],
-        video_list: list[Any],
-        sanitized: bool,
-        video_token_counts: list[int] | None = None,
-    ) -> None:
-        pattern = self._marker_pattern(sanitized)
-        found = {"image": 0, "video": 0}
-        for sample in texts:
-            for match in pattern.finditer(sample):
-                found[match.lastgroup] += 1
-        if video_token_counts is not None and len(video_token_counts) != found["video"]:
+        found = {
+            "image": sum(sample.count(self.image_token) for sample in text),
+            "video": sum(sample.count(self.video_token) for sample in text),
+        }
+        if counts is not None and len(counts) != found["video"]:
             raise ValueError(
-                f"video_token_counts has {len(video_token_counts)} entries but the text holds {found['video']} "
+                f"video_token_counts has {len(counts)} entries but the text holds {found['video']} "
                 f"{self.video_token} marker(s); pass one count per video, in text order"
             )
-        if video_token_counts is not None and not video_list:
-            video_list = video_token_counts  # text only: the counts stand for the videos
-        for kind, token, media in (
-            ("image", self.image_token, image_list),
-            ("video", self.video_token, video_list),
-        ):
-            if found[kind] != len(media):
+        passed = {
+            "image": len(make_flat_list_of_images(images)),
+            "video": len(make_list_of_videos(videos)) or (len(counts) if counts is not None else 0),
+        }
+        for kind, token in (("image", self.image_token), ("video", self.video_token)):
+            if found[kind] != passed[kind]:
                 raise ValueError(
-                    f"the text holds {found[kind]} {token} marker(s) but {len(media)} {kind}(s) were passed; each "
+                    f"the text holds {found[kind]} {token} marker(s) but {passed[kind]} {kind}(s) were passed; each "
                     f"{kind} needs exactly one {token} in the text, in the order the {kind}s are given"
                 )
 
-    def _image_blocks(self, image_inputs: Any) -> list[tuple[str, int]]:
-        """`(text block, placeholder count)` of every image: thumbnail, then sub-images row by row."""
-        if image_inputs is None:
-            return []
-        merge = self.image_processor.spatial_merge_size
-        grids = image_inputs["image_grid_thw"].tolist()
-        blocks, piece = [], 0
-        for rows, columns in image_inputs["image_slice_grid"].tolist():
-            num_pieces = 1 + (rows * columns if rows * columns > 1 else 0)
-            counts = [num_visual_tokens(grid, merge) for grid in grids[piece : piece + num_pieces]]
-            piece += num_pieces
-            block = VISION_START + IMAGE_TOKEN * counts[0] + VISION_END
-            if num_pieces > 1:
-                for row in range(rows):
-                    line = counts[1 + row * columns : 1 + (row + 1) * columns]
-                    block += "\n" + "".join(VISION_START + IMAGE_TOKEN * count + VISION_END for count in line)
-            blocks.append((block, sum(counts)))
-        return blocks
+    def _process_images(self, images: Any, **kwargs: Any) -> tuple[BatchFeature, list[str]]:
+        processed = self.image_processor(images, **kwargs)
+        replacements = [
+            self.replace_image_token(processed, index, **kwargs)
+            for index in range(len(processed["image_slice_grid"]))
+        ]
+        return processed, replacements
 
-    def _video_blocks(
-        self, video_inputs: Any, video_token_counts: list[int] | None = None
-    ) -> list[tuple[str, int]]:
-        counts = None if video_token_counts is None else list(video_token_counts)
-        if video_inputs is not None:
-            merge = self.video_processor.spatial_merge_size
-            grids = video_inputs["video_grid_thw"].tolist()
-            full = [num_visual_tokens(grid, merge) for grid in grids]
-            if counts is None:
-                counts = full
-            for index, (count, grid, most) in enumerate(zip(counts, grids, full, strict=True)):
-                # token compression never merges the first chunk, and never adds tokens
-                least = most // grid[0]
-                if not least <= count <= most:
-                    raise ValueError(
-                        f"video_token_counts[{index}] = {count} is impossible for video {index} ({grid[0]} chunks of "
-                        f"{least} tokens): a count must lie in [{least}, {most}]"
-                    )
-        return [(VISION_START + VIDEO_TOKEN * count + VISION_END, count) for count in counts or []]
+    def _process_videos(self, videos: Any, **kwargs: Any) -> tuple[BatchFeature | dict, list[str]]:
+        counts = kwargs.pop("video_token_counts", None)
+        counts = None if counts is None else _as_token_counts(counts)
+        video_list = make_list_of_videos(videos)
+        processed = self.video_processor(video_list, **kwargs) if video_list else {}
+        if video_list and counts is not None:
+            merge = kwargs.get("spatial_merge_size") or self.video_processor.spatial_merge_size
+            self._check_video_token_counts(processed["video_grid_thw"].tolist(), counts, merge)
+        num_videos = len(counts) if counts is not None else len(processed["video_grid_thw"])
+        replacements = [
+            self.replace_video_token(processed, index, video_token_counts=counts, **kwargs)
+            for index in range(num_videos)
+        ]
+        return processed, replacements
 
-    def _expand_markers(
-        self,
-        texts: list[str],
-        image_inputs: Any,
-        video_inputs: Any,
-        sanitized: bool,
-        video_token_counts: list[int] | None = None,
-    ) -> tuple[list[str], list[dict[str, int]], list[list[dict[str, Any]]]]:
-        """Replace each marker by its block; returns texts, expected placeholder counts and replacement offsets."""
-        blocks = {
-            "image": iter(self._image_blocks(image_inputs)),
-            "video": iter(self._video_blocks(video_inputs, video_token_counts)),
-        }
-        pattern = self._marker_pattern(sanitized)
-        expanded, expected, all_offsets = [], [], []
-        for sample in texts:
-            parts, offsets, last, shift = [], [], 0, 0
-            counts = {"image": 0, "video": 0}
-            for match in pattern.finditer(sample):
-                kind = match.lastgroup
-                block, count = next(blocks[kind])
-                counts[kind] += count
-                wrapped = sample[: match.start()].endswith(VISION_START) and sample[match.end() :].startswith(
-                    VISION_END
-                )
-                replacement = block[len(VISION_START) : -len(VISION_END)] if wrapped else block
-                parts += [sample[last : match.start()], replacement]
-                new_start = match.start() + shift
-                offsets.append(
-                    {
-                        "type": kind,
-                        "span": match.span(),
-                        "new_span": (new_start, new_start + len(replacement)),
-                        "text": match.group(),
-                        "replacement": replacement,
-                    }
-                )
-                shift += len(replacement) - (match.end() - match.start())
-                last = match.end()
-            parts.append(sample[last:])
-            expanded.append("".join(parts))
-            expected.append(counts)
-            all_offsets.append(offsets)
-        return expanded, expected, all_offsets
+    @staticmethod
+    def _requested_video_token_counts(kwargs: dict[str, Any]) -> Any:
+        if "video_token_counts" in kwargs:
+            return kwargs["video_token_counts"]
+        return (kwargs.get("videos_kwargs") or {}).get("video_token_counts")
 
-    def _check_placeholder_counts(self, input_ids: Any, expected: list[dict[str, int]]) -> None:
-        for index, (ids, counts) in enumerate(zip(input_ids, expected, strict=True)):
-            ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-            got = {"image": ids.count(self.image_token_id), "video": ids.count(self.video_token_id)}
-            if got != counts:
+    @staticmethod
+    def _check_video_token_counts(grids: list[list[int]], counts: list[int], merge: int) -> None:
+        for index, (count, grid) in enumerate(zip(counts, grids, strict=True)):
+            # token compression never merges the first chunk, and never adds tokens
+            most = num_visual_tokens(grid, merge)
+            least = most // grid[0]
+            if not least <= count <= most:
                 raise ValueError(
-                    f"sample {index}: the tokenized text holds {got['image']} image and {got['video']} video "
-                    f"placeholder tokens, but the media need {counts['image']} and {counts['video']}; this happens "
-                    "when truncation cuts placeholders off: disable truncation or raise max_length"
+                    f"video_token_counts[{index}] = {count} is impossible for video {index} ({grid[0]} chunks of "
+                    f"{least} tokens): a count must lie in [{least}, {most}]"
                 )
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs: Any) -> str:
+        """What replaces the marker of image `image_idx` between its `<|vision_start|>` and `<|vision_end|>`: the
+        thumbnail's pads, then for a tiled image one line per row of delimited sub-images (module docstring)."""
+        merge = kwargs.get("spatial_merge_size") or self.image_processor.spatial_merge_size
+        slice_grids = [tuple(grid) for grid in image_inputs["image_slice_grid"].tolist()]
+        first = sum(1 + _num_slices(grid) for grid in slice_grids[:image_idx])
+        rows, columns = slice_grids[image_idx]
+        grids = image_inputs["image_grid_thw"][first : first + 1 + _num_slices((rows, columns))].tolist()
+        pads = [IMAGE_TOKEN * num_visual_tokens(grid, merge) for grid in grids]
+        text = pads[0]
+        if len(pads) > 1:
+            for row in range(rows):
+                line = pads[1 + row * columns : 1 + (row + 1) * columns]
+                text += VISION_END + "\n" + VISION_START + (VISION_END + VISION_START).join(line)
+        return text
+
+    def replace_video_token(
+        self, video_inputs: dict, video_idx: int, video_token_counts: list[int] | None = None, **kwargs: Any
+    ) -> str:
+        """What replaces the marker of video `video_idx` between its `<|vision_start|>` and `<|vision_end|>`: its
+        pads, `chunks * h/2 * w/2` of them, or `video_token_counts[video_idx]` after token compression."""
+        if video_token_counts is not None:
+            return VIDEO_TOKEN * video_token_counts[video_idx]
+        merge = kwargs.get("spatial_merge_size") or self.video_processor.spatial_merge_size
+        return VIDEO_TOKEN * num_visual_tokens(video_inputs["video_grid_thw"][video_idx], merge)
+
+    def get_text_with_replacements(
+        self,
+        text: list[str],
+        images_replacements: list[str] | None = None,
+        videos_replacements: list[str] | None = None,
+        audio_replacements: list[str] | None = None,
+    ) -> tuple[list[str], list[list[dict[str, Any]]]]:
+        """ProcessorMixin's marker replacement, then `<|vision_start|>`/`<|vision_end|>` around the expansion of
+        every bare marker; a marker the text already wraps (the chat template's, vLLM's prompts) keeps its wrapping.
+
+        Each returned offset's `replacement` and `new_span` describe the string that really replaced its marker.
+        """
+        original = list(text)
+        text, offsets = super().get_text_with_replacements(
+            text, images_replacements or [], videos_replacements or [], audio_replacements or []
+        )
+        for index, (sample, entries) in enumerate(zip(original, offsets, strict=True)):
+            if all(_is_wrapped(sample, *entry["span"]) for entry in entries):
+                continue
+            pieces, last, shift = [], 0, 0
+            for entry in entries:
+                start, end = entry["span"]
+                if not _is_wrapped(sample, start, end):
+                    entry["replacement"] = VISION_START + entry["replacement"] + VISION_END
+                pieces += [sample[last:start], entry["replacement"]]
+                entry["new_span"] = (start + shift, start + shift + len(entry["replacement"]))
+                shift += len(entry["replacement"]) - (end - start)
+                last = end
+            pieces.append(sample[last:])
+            text[index] = "".join(pieces)
+        return text, offsets
+
+    @property
+    def unused_input_names(self) -> list[str]:
+        # The sub-image grid lays out the text; the model reads the pieces from `image_grid_thw` alone.
+        return ["image_slice_grid"]
+
+    def _get_num_multimodal_tokens(
+        self,
+        image_sizes: list[tuple[int, int]] | None = None,
+        video_sizes: list[tuple[int, int, int]] | None = None,
+        **kwargs: Any,
+    ) -> MultiModalData:
+        """Placeholder tokens of images and videos of the given sizes, without pixels (what vLLM asks).
+
+        Args:
+            image_sizes: `(height, width)` per image. Gives `num_image_tokens` (pads over the thumbnail and every
+                sub-image) and `num_image_patches` (pieces: the thumbnail plus the sub-images).
+            video_sizes: `(num_frames, height, width)` per video, the frames taken as **already sampled at the
+                processor's `fps`** (as a `(num_frames, height, width, 3)` array without `video_metadata` is):
+                `min(num_frames, max_chunks * frames_per_chunk)` are kept (accelerated playback beyond that), in
+                `ceil(kept / frames_per_chunk)` chunks. Gives `num_video_tokens`.
+            kwargs: processor options (`max_slices`, `fps`, `max_chunks`, ...), routed to images and videos as in
+                a call.
+        """
+        merged = self._merge_kwargs(**kwargs)
+        data = {}
+        if image_sizes is not None:
+            images_kwargs = merged["images_kwargs"]
+            options = {key: value for key, value in images_kwargs.items() if key in _IMAGE_LAYOUT_OPTIONS}
+            merge = options.get("spatial_merge_size") or self.image_processor.spatial_merge_size
+            grids = [
+                self.image_processor.get_image_layout(width, height, **options)["grid_thw"]
+                for height, width in image_sizes
+            ]
+            data["num_image_tokens"] = [
+                sum(num_visual_tokens(grid, merge) for grid in pieces) for pieces in grids
+            ]
+            data["num_image_patches"] = [len(pieces) for pieces in grids]
+        if video_sizes is not None:
+            options = dict(merged["videos_kwargs"])
+            options.pop("video_token_counts", None)
+            merge = options.get("spatial_merge_size") or self.video_processor.spatial_merge_size
+            grids = [
+                self.video_processor.get_video_layout(num_frames, height, width, **options)["grid_thw"]
+                for num_frames, height, width in video_sizes
+            ]
+            data["num_video_tokens"] = [num_visual_tokens(grid, merge) for grid in grids]
+        return MultiModalData(**data)
+
+    # -- token compression -------------------------------------------------------------------------------------
 
     def resize_video_placeholders(self, inputs: Any, video_token_counts: Any) -> BatchFeature:
         """Shrink each video's placeholder run in built `inputs` to `video_token_counts` (token compression).
@@ -641,26 +654,16 @@ class MavorsProcessor(ProcessorMixin):
             generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs
         )
 
-    def _get_num_multimodal_tokens(
-        self, image_sizes: list[tuple[int, int]] | None = None, **kwargs: Any
-    ) -> MultiModalData:
-        """Placeholder tokens and pieces of images of the given `(height, width)` sizes, without pixels.
 
-        `kwargs` may override `image_size`, `patch_size`, `spatial_merge_size` or `max_slices`.
-        """
-        if image_sizes is None:
-            return MultiModalData()
-        geometry = ("image_size", "patch_size", "spatial_merge_size", "max_slices")
-        options = {key: value for key, value in kwargs.items() if key in geometry}
-        merge = options.get("spatial_merge_size", self.image_processor.spatial_merge_size)
-        grids = [
-            self.image_processor.get_image_layout(width, height, **options)["grid_thw"]
-            for height, width in image_sizes
-        ]
-        return MultiModalData(
-            num_image_tokens=[sum(num_visual_tokens(grid, merge) for grid in pieces) for pieces in grids],
-            num_image_patches=[len(pieces) for pieces in grids],
-        )
+def _num_slices(slice_grid: tuple[int, int]) -> int:
+    """Sub-images of an image whose `image_slice_grid` row is `(rows, columns)`: 0 when it is not tiled."""
+    rows, columns = slice_grid
+    return rows * columns if rows * columns > 1 else 0
 
 
-__all__ = ["MavorsProcessor", "MavorsProcessorKwargs", "MAVORS_CHAT_TEMPLATE"]
+def _is_wrapped(text: str, start: int, end: int) -> bool:
+    """Whether `text[start:end]` (a marker) sits between `<|vision_start|>` and `<|vision_end|>`."""
+    return text.endswith(VISION_START, 0, start) and text.startswith(VISION_END, end)
+
+
+__all__ = ["MavorsProcessor", "MavorsProcessorKwargs", "MavorsProcessorVideosKwargs", "MAVORS_CHAT_TEMPLATE"]

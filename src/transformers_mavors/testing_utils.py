@@ -144,20 +144,10 @@ def write_sample_video(
     codec: str = "libx264",
     seed: int = 0,
 ) -> Path:
-    """Encode `make_sample_frames(...)` to `path` with PyAV; returns the path."""
-    import av
+    """Encode `make_sample_frames(...)` to `path` with the package's writer (`media_io.write_video`)."""
+    from .media_io import write_video
 
-    path = Path(path)
-    frames = make_sample_frames(num_frames, height, width, seed)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_video(make_sample_frames(num_frames, height, width, seed), path, fps, codec=codec)
 
 
 __all__ = [

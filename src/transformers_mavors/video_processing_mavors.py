@@ -14,39 +14,38 @@ its last frame, resized to one dynamic resolution per video (SPEC §3.1), normal
   `floor(t_first * fps / F)` with `t_first` the original-timeline timestamp of the chunk's first frame.
   Without acceleration the positions are 0, 1, 2, ...; with it they skip, telling the model that time passed.
 
-Decoding is PyAV's with threaded decoding. Only the frames that are kept are converted to RGB (and resized,
-in the same libswscale call); when kept frames are far apart (long videos under accelerated playback) the
-decoder seeks to the keyframe before the next kept frame instead of decoding everything in between.
+Decoding is `media_io.VideoReader`'s (PyAV, threaded decoding): it plans from the container header, and
+when kept frames are far apart (long videos under accelerated playback) it seeks to the keyframe before the
+next kept frame instead of decoding everything in between. Only the frames that are kept are converted to RGB
+(and resized, in the same libswscale call). `plan_video` and `get_video_layout` give the plan without decoding.
 """
 
-import io
 import math
 import os
 import queue
 import threading
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import av
 import numpy as np
 import PIL.Image
 import torch
-from av.video.reformatter import VideoReformatter
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
-from .image_processing_mavors import (
-    MavorsPixelDefaults,
+from .image_processing_mavors import MavorsPixelDefaults, get_dynamic_resolution, normalization_affine
+from .media_io import (
+    VideoReader,
     array_to_rgb_image,
     check_image_size,
     check_media_file,
     describe_input,
-    get_dynamic_resolution,
     merge_call_options,
-    normalization_affine,
+    num_fixed_fps_targets,
     pil_to_rgb,
     to_return_type,
     validate_positive_ints,
@@ -56,19 +55,6 @@ logger = logging.get_logger(__name__)
 
 # Videos longer than this show a progress bar while they decode.
 PROGRESS_BAR_MIN_SECONDS = 60.0
-# A file whose decodable frames end this much earlier than its header's duration is reported as truncated.
-TRUNCATION_TOLERANCE_SECONDS = 1.0
-# Seek instead of decoding through when the next kept frame is this many keyframe intervals ahead.
-SEEK_MIN_KEYFRAME_INTERVALS = 2.0
-
-_SWSCALE_INTERPOLATION = {
-    PILImageResampling.NEAREST: "POINT",
-    PILImageResampling.BILINEAR: "BILINEAR",
-    PILImageResampling.BICUBIC: "BICUBIC",
-    PILImageResampling.LANCZOS: "LANCZOS",
-    PILImageResampling.BOX: "AREA",
-    PILImageResampling.HAMMING: "BICUBIC",
-}
 
 
 class MavorsVideosKwargs(VideosKwargs, total=False):
@@ -150,36 +136,65 @@ def chunk_position_ids(kept_targets: list[int], frames_per_chunk: int) -> list[i
     ]
 
 
-def num_fixed_fps_targets(duration: float, fps: float) -> int:
-    """How many frames a `duration`-second video has once transcoded to `fps` (at least one)."""
-    return max(1, math.ceil(duration * fps - 1e-6))
+@dataclass
+class _SamplingPlan:
+    """What a video becomes before any pixel is read: the fixed-fps targets kept, the frame size fed to the ViT
+    (`(height, width)`), the patch grid and the metadata. Built from the timeline and the frame size alone
+    (container header, array shape), for files, frame arrays and `get_video_layout` alike."""
 
+    kept: list[int]
+    size: tuple[int, int]
+    grid_thw: tuple[int, int, int]
+    metadata: "MavorsVideoMetadata"
 
-def _make_metadata(
-    duration: float,
-    fps: float,
-    num_targets: int,
-    kept: list[int],
-    frames_per_chunk: int,
-    **extra: Any,
-) -> MavorsVideoMetadata:
-    timestamps = [k / fps for k in kept]
-    speed = num_targets / len(kept)
-    chunks = [
-        (timestamps[start], timestamps[min(start + frames_per_chunk, len(kept)) - 1])
-        for start in range(0, len(kept), frames_per_chunk)
-    ]
-    return MavorsVideoMetadata(
-        duration=duration,
-        fps=fps,
-        sampled_fps=fps / speed,
-        playback_speed=speed,
-        num_frames=len(kept),
-        frame_timestamps=timestamps,
-        chunk_timestamps=chunks,
-        chunk_positions=chunk_position_ids(kept, frames_per_chunk),
-        **extra,
-    )
+    @classmethod
+    def build(
+        cls,
+        duration: float,
+        num_targets: int,
+        width: int,
+        height: int,
+        options: dict[str, Any],
+        display_width: float | None = None,
+        **extra: Any,
+    ) -> "_SamplingPlan":
+        """Plan `duration` seconds of `num_targets` frames at `options["fps"]`, each `width x height` pixels (shown
+        `display_width` wide when its pixels are not square)."""
+        fps, frames_per_chunk, patch_size = options["fps"], options["frames_per_chunk"], options["patch_size"]
+        size = get_dynamic_resolution(
+            display_width or width, height, options["image_size"], patch_size, options["spatial_merge_size"]
+        )
+        kept = accelerated_playback_indices(num_targets, options["max_frames"])
+        timestamps = [k / fps for k in kept]
+        speed = num_targets / len(kept)
+        metadata = MavorsVideoMetadata(
+            duration=duration,
+            fps=fps,
+            sampled_fps=fps / speed,
+            playback_speed=speed,
+            num_frames=len(kept),
+            frame_timestamps=timestamps,
+            chunk_timestamps=[
+                (timestamps[start], timestamps[min(start + frames_per_chunk, len(kept)) - 1])
+                for start in range(0, len(kept), frames_per_chunk)
+            ],
+            chunk_positions=chunk_position_ids(kept, frames_per_chunk),
+            width=width,
+            height=height,
+            resized_width=size[1],
+            resized_height=size[0],
+            **extra,
+        )
+        grid_thw = (math.ceil(len(kept) / frames_per_chunk), size[0] // patch_size, size[1] // patch_size)
+        return cls(kept, size, grid_thw, metadata)
+
+    def layout(self) -> dict[str, Any]:
+        """The public view: `grid_thw`, `chunk_positions` and `metadata`."""
+        return {
+            "grid_thw": self.grid_thw,
+            "chunk_positions": self.metadata.chunk_positions,
+            "metadata": self.metadata,
+        }
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -371,12 +386,7 @@ class _VideoSource:
     # Whether decoding leaves CPU time that a worker thread can use for conversion and packing.
     threaded = False
     name: str
-    kept: list[int]
-    size: tuple[int, int]  # (height, width) fed to the ViT
-    metadata: MavorsVideoMetadata
-
-    def num_chunks(self, frames_per_chunk: int) -> int:
-        return math.ceil(len(self.kept) / frames_per_chunk)
+    plan: _SamplingPlan
 
     def convert(self, frame: Any) -> np.ndarray:
         raise NotImplementedError
@@ -406,27 +416,14 @@ class _FrameListSource(_VideoSource):
             self.source_index = [
                 min(total - 1, math.floor(k * source_fps / fps + 1e-6)) for k in range(num_targets)
             ]
-        self.kept = accelerated_playback_indices(num_targets, options["max_frames"])
-        self.first = self._rgb(self.source_index[self.kept[0]])
+        # The first kept target is always target 0: its frame gives the video's size.
+        self.first = self._rgb(self.source_index[0])
         width, height = self.first.size
         check_image_size(width, height, options["max_image_pixels"], f"video {self.name}")
-        self.size = get_dynamic_resolution(
-            width, height, options["image_size"], options["patch_size"], options["spatial_merge_size"]
+        self.plan = _SamplingPlan.build(
+            duration, num_targets, width, height, options, source_fps=source_fps, video_backend="frames"
         )
         self.resample = PILImageResampling(options["resample"])
-        self.metadata = _make_metadata(
-            duration,
-            fps,
-            num_targets,
-            self.kept,
-            options["frames_per_chunk"],
-            source_fps=source_fps,
-            width=width,
-            height=height,
-            resized_width=self.size[1],
-            resized_height=self.size[0],
-            video_backend="frames",
-        )
 
     def _rgb(self, index: int) -> PIL.Image.Image:
         frame = self.frames[index]
@@ -439,9 +436,9 @@ class _FrameListSource(_VideoSource):
         )
 
     def decode_into(self, writer: _ChunkWriter) -> None:
-        height, width = self.size
+        height, width = self.plan.size
         previous_index = None
-        for row, target in enumerate(self.kept):
+        for row, target in enumerate(self.plan.kept):
             index = self.source_index[target]
             if index == previous_index:
                 writer.repeat_last()
@@ -452,205 +449,50 @@ class _FrameListSource(_VideoSource):
 
 
 class _FileSource(_VideoSource):
-    """A media file read with PyAV (path, file object or bytes)."""
+    """A media file (path, file object or bytes): planned from its container header, decoded by `VideoReader`."""
 
     threaded = True
 
     def __init__(self, source: Any, options: dict[str, Any]) -> None:
-        self.name = describe_input(source)
-        path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
-        self.label = os.path.basename(path) if isinstance(path, str) else "video"
-        if isinstance(source, bytes):
-            source = io.BytesIO(source)
+        self.reader = reader = VideoReader(source, max_pixels=options["max_image_pixels"])
+        self.name = reader.name
         try:
-            self.container = av.open(os.fspath(source) if isinstance(source, os.PathLike) else source)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"video file {self.name} does not exist") from error
-        except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-            raise ValueError(
-                f"video {self.name} cannot be opened: not a readable or complete media file ({error})"
-            ) from error
-        try:
-            self._plan(options)
+            self.plan = _SamplingPlan.build(
+                reader.duration,
+                num_fixed_fps_targets(reader.duration, options["fps"]),
+                reader.width,
+                reader.height,
+                options,
+                display_width=reader.display_width,
+                source_fps=reader.source_fps,
+                video_backend="pyav",
+            )
         except BaseException:
-            self.container.close()
+            reader.close()
             raise
-
-    def _plan(self, options: dict[str, Any]) -> None:
-        container, name = self.container, self.name
-        if not container.streams.video:
-            kinds = sorted({stream.type for stream in container.streams}) or ["none"]
-            raise ValueError(f"video {name} has no video stream (its streams: {', '.join(kinds)})")
-        self.stream = stream = container.streams.video[0]
-        codec = stream.codec_context
-        width, height = codec.width, codec.height
-        check_image_size(width, height, options["max_image_pixels"], f"video {name}")
-        aspect = stream.sample_aspect_ratio or codec.sample_aspect_ratio
-        display_width = width * float(aspect) if aspect and float(aspect) > 0 else width
-        self.size = get_dynamic_resolution(
-            display_width, height, options["image_size"], options["patch_size"], options["spatial_merge_size"]
-        )
-        self.time_base = stream.time_base
-        source_fps = float(stream.average_rate) if stream.average_rate else None
-        self.frame_interval = 1.0 / source_fps if source_fps else 0.0
-        try:
-            if stream.duration and stream.duration > 0:
-                start = stream.start_time
-                self.origin = float(start * self.time_base) if start is not None else None
-                self.duration = float(stream.duration * self.time_base)
-            else:
-                self.origin, self.duration = _scan_timeline(container, stream)
-        except av.FFmpegError as error:
-            raise ValueError(f"video {name} is corrupt: reading its packets failed ({error})") from error
-        if self.duration <= 0:
-            raise ValueError(f"video {name} has no decodable video frames")
-        fps = options["fps"]
-        num_targets = num_fixed_fps_targets(self.duration, fps)
-        self.kept = accelerated_playback_indices(num_targets, options["max_frames"])
-        self.targets = [k / fps for k in self.kept]
-        self.reformatter = VideoReformatter()  # reused: it caches libswscale's context across frames
-        self.convert_options = {
-            "format": "rgb24",
-            "width": self.size[1],
-            "height": self.size[0],
-            "interpolation": _SWSCALE_INTERPOLATION.get(PILImageResampling(options["resample"]), "BICUBIC"),
-        }
-        self.metadata = _make_metadata(
-            self.duration,
-            fps,
-            num_targets,
-            self.kept,
-            options["frames_per_chunk"],
-            source_fps=source_fps,
-            width=width,
-            height=height,
-            resized_width=self.size[1],
-            resized_height=self.size[0],
-            video_backend="pyav",
-        )
+        self.resample = options["resample"]
 
     def close(self) -> None:
-        self.container.close()
+        self.reader.close()
 
-    def convert(self, frame: av.VideoFrame) -> np.ndarray:
+    def convert(self, frame: Any) -> np.ndarray:
         """Resize and convert a decoded frame to uint8 RGB in one libswscale call."""
-        try:
-            return self.reformatter.reformat(frame, **self.convert_options).to_ndarray()
-        except av.FFmpegError as error:
-            raise ValueError(
-                f"video {self.name}: converting a frame at {frame.time}s failed ({error})"
-            ) from error
+        return self.reader.to_rgb(frame, self.plan.size, self.resample)
 
     def decode_into(self, writer: _ChunkWriter) -> None:
-        """Decode, emitting for every kept target the frame on screen at its time; seek across long gaps."""
-        container, stream, targets, name = self.container, self.stream, self.targets, self.name
-        stream.thread_type = "AUTO"
-        progress = None
-        if self.duration > PROGRESS_BAR_MIN_SECONDS:
-            progress = logging.tqdm(
-                total=math.ceil(self.duration), unit="s", desc=f"Decoding {self.label}", leave=False
-            )
-        origin = self.origin
-        epsilon = 1e-4
-        row = 0  # next kept target to fill
-        previous = None  # last decoded frame not after the current target: the one on screen
-        previous_time = current = 0.0
-        last_converted = None
-        last_keyframe = keyframe_interval = None
-        decoded_any = False
-        # Seek at most once per kept frame, and stop seeking once a seek landed behind where decoding was.
-        seek_allowed, seek_to, seeked_row, position_before_seek = True, None, -1, None
-        try:
-            while True:
-                if seek_to is not None:
-                    container.seek(
-                        int(((origin or 0.0) + seek_to) / self.time_base), backward=True, stream=stream
-                    )
-                    # Keyframe gaps across a seek are not keyframe intervals.
-                    previous, seek_to, last_keyframe = None, None, None
-                for frame in container.decode(stream):
-                    if frame.time is not None:
-                        if origin is None:
-                            origin = frame.time
-                        current = frame.time - origin
-                    elif decoded_any:
-                        current = previous_time + self.frame_interval
-                    decoded_any = True
-                    if position_before_seek is not None:
-                        seek_allowed, position_before_seek = current >= position_before_seek, None
-                    if frame.key_frame:
-                        if last_keyframe is not None and current > last_keyframe:
-                            gap = current - last_keyframe
-                            keyframe_interval = (
-                                gap if keyframe_interval is None else max(keyframe_interval, gap)
-                            )
-                        last_keyframe = current
-                    # Targets before this frame show the previous frame (or this one if it is the first).
-                    while row < len(targets) and current > targets[row] + epsilon:
-                        shown = previous if previous is not None else frame
-                        if shown is last_converted:
-                            writer.repeat_last()
-                        else:
-                            writer.put(shown)
-                            last_converted = shown
-                        row += 1
-                    if progress is not None:
-                        progress.update(max(0, min(progress.total, int(current)) - progress.n))
-                    if row >= len(targets):
-                        break
-                    previous, previous_time = frame, current
-                    if (
-                        seek_allowed
-                        and row > seeked_row
-                        and keyframe_interval is not None
-                        and targets[row] - current > SEEK_MIN_KEYFRAME_INTERVALS * keyframe_interval
-                    ):
-                        seek_to, seeked_row, position_before_seek = targets[row], row, current
-                        break
-                if seek_to is None:
-                    break
-        except av.FFmpegError as error:
-            raise ValueError(
-                f"video {name} is corrupt: decoding failed near {current:.2f}s ({error})"
-            ) from error
-        finally:
-            if progress is not None:
-                progress.close()
-
-        if row < len(targets):
-            if previous is None:
-                raise ValueError(f"video {name} has no decodable video frames")
-            # Targets after the last frame: it stays on screen until the stream ends.
-            end = previous_time + (
-                float(previous.duration * self.time_base) if previous.duration else self.frame_interval
-            )
-            if targets[-1] > end + TRUNCATION_TOLERANCE_SECONDS:
-                raise ValueError(
-                    f"video {name} is truncated or corrupt: its header promises {self.duration:.2f}s of video "
-                    f"but its frames stop at {end:.2f}s"
-                )
-            if previous is last_converted:
-                writer.repeat_last()
-            else:
-                writer.put(previous)
-            for _ in range(row + 1, len(targets)):
-                writer.repeat_last()
-
-
-def _scan_timeline(container: Any, stream: Any) -> tuple[float | None, float]:
-    """`(start, duration)` of a stream whose header has no duration, from its packets (demux only, no decode)."""
-    time_base = stream.time_base
-    first = end = None
-    for packet in container.demux(stream):
-        if packet.pts is None:
-            continue
-        first = packet.pts if first is None else min(first, packet.pts)
-        packet_end = packet.pts + (packet.duration or 0)
-        end = packet_end if end is None else max(end, packet_end)
-    container.seek(0)
-    if first is None:
-        return None, 0.0
-    return float(first * time_base), float((end - first) * time_base)
+        """Every kept target gets the frame on screen at its time; a frame shown at several targets is converted
+        once and repeated."""
+        frames = self.reader.frames_at(
+            self.plan.metadata.frame_timestamps, progress=self.reader.duration > PROGRESS_BAR_MIN_SECONDS
+        )
+        last = None
+        with closing(frames):
+            for frame in frames:
+                if frame is last:
+                    writer.repeat_last()
+                else:
+                    writer.put(frame)
+                    last = frame
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -718,14 +560,7 @@ class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
         try:
             for video, metadata in zip(video_list, metadata_list, strict=True):
                 sources.append(self._open(video, metadata, options))
-            grid_thw = [
-                (
-                    source.num_chunks(frames_per_chunk),
-                    source.size[0] // patch_size,
-                    source.size[1] // patch_size,
-                )
-                for source in sources
-            ]
+            grid_thw = [source.plan.grid_thw for source in sources]
             row_counts = [t * h * w for t, h, w in grid_thw]
             pixel_values = torch.empty(
                 sum(row_counts), 3 * frames_per_chunk * patch_size**2, dtype=torch.float32
@@ -735,7 +570,7 @@ class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
                 writer = _ChunkWriter(
                     pixel_values[offset : offset + rows],
                     frames_per_chunk,
-                    source.size,
+                    source.plan.size,
                     options,
                     convert=source.convert,
                     threaded=source.threaded,
@@ -750,7 +585,7 @@ class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
             for source in sources:
                 source.close()
 
-        positions = [position for source in sources for position in source.metadata.chunk_positions]
+        positions = [position for source in sources for position in source.plan.metadata.chunk_positions]
         data = {
             "pixel_values_videos": pixel_values,
             "video_grid_thw": torch.tensor(grid_thw, dtype=torch.long).reshape(-1, 3),
@@ -758,24 +593,48 @@ class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
         }
         data = to_return_type(data, options.get("return_tensors"))
         if options.get("return_metadata"):
-            data["video_metadata"] = [source.metadata for source in sources]
+            data["video_metadata"] = [source.plan.metadata for source in sources]
         return BatchFeature(data=data, skip_tensor_conversion=["video_metadata"])
+
+    # -- planning without pixels ---------------------------------------------------------------------------
 
     def get_video_layout(
         self, num_frames: int, height: int, width: int, **kwargs: Unpack[MavorsVideosKwargs]
     ) -> dict[str, Any]:
-        """`grid_thw` and chunk positions of a video of `num_frames` frames already at `fps`, without pixels."""
+        """The plan of a video of `num_frames` frames of `width x height` pixels already at the processor's `fps`
+        (what a `(num_frames, height, width, 3)` array becomes without `video_metadata`), without pixels.
+
+        `min(num_frames, max_chunks * frames_per_chunk)` frames are kept (accelerated playback beyond that), in
+        `ceil(kept / frames_per_chunk)` chunks. Returns a dict with `grid_thw` `(chunks, h_patches, w_patches)`,
+        `chunk_positions` and `metadata` (a [`MavorsVideoMetadata`]).
+        """
         options = self._resolve_options(kwargs)
-        kept = accelerated_playback_indices(num_frames, options["max_frames"])
-        size = get_dynamic_resolution(
-            width, height, options["image_size"], options["patch_size"], options["spatial_merge_size"]
+        sizes = {"num_frames": num_frames, "height": height, "width": width}
+        validate_positive_ints(sizes, tuple(sizes))
+        check_image_size(width, height, options["max_image_pixels"], f"a video of {width}x{height} frames")
+        plan = _SamplingPlan.build(
+            num_frames / options["fps"], num_frames, width, height, options, video_backend="frames"
         )
-        chunks = math.ceil(len(kept) / options["frames_per_chunk"])
-        patch_size = options["patch_size"]
-        return {
-            "grid_thw": (chunks, size[0] // patch_size, size[1] // patch_size),
-            "chunk_positions": chunk_position_ids(kept, options["frames_per_chunk"]),
-        }
+        return plan.layout()
+
+    def plan_video(
+        self, video: Any, video_metadata: Any = None, **kwargs: Unpack[MavorsVideosKwargs]
+    ) -> dict[str, Any]:
+        """The plan `preprocess` makes for one video (file, file object, bytes, array or frame list), from the
+        container header or the array's shape: no frame is decoded (of a frame list, only the first is read, for its
+        size). Returns the dict of `get_video_layout`; its `metadata` is `preprocess(..., return_metadata=True)`'s.
+        """
+        options = self._resolve_options(kwargs)
+        videos = make_list_of_videos(video)
+        if len(videos) != 1:
+            raise ValueError(f"plan_video plans one video, got {len(videos)}")
+        self._precheck(videos[0])
+        (metadata,) = self._split_metadata(video_metadata, 1)
+        source = self._open(videos[0], metadata, options)
+        try:
+            return source.plan.layout()
+        finally:
+            source.close()
 
     # -- input handling ------------------------------------------------------------------------------------
 
@@ -843,4 +702,5 @@ __all__ = [
     "MavorsVideosKwargs",
     "accelerated_playback_indices",
     "chunk_position_ids",
+    "make_list_of_videos",
 ]

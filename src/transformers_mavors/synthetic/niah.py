@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..media_io import read_video
 from ..video_processing_mavors import accelerated_playback_indices
 from .scenes import COLOURS, PROMPTS, haystack_frames, needle_frame
 
@@ -56,25 +57,9 @@ def insert_needle(
 
 
 def read_frames(path: str | os.PathLike, fps: float) -> np.ndarray:
-    """Decode a video file to RGB frames at `fps` (the frame on screen at every `k / fps`)."""
-    import av
-
-    frames, times = [], []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for decoded in container.decode(stream):
-            if decoded.pts is None:
-                continue
-            times.append(float(decoded.pts * stream.time_base))
-            frames.append(decoded.to_ndarray(format="rgb24"))
-    if not frames:
-        raise ValueError(f"video {path} has no decodable frames")
-    order = np.argsort(times)
-    times = np.asarray(times)[order] - min(times)
-    duration = times[-1] + (times[-1] / max(1, len(times) - 1) if len(times) > 1 else 1 / fps)
-    targets = np.arange(int(np.ceil(duration * fps - 1e-6))) / fps
-    picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(times) - 1)
-    return np.stack([frames[order[i]] for i in picks])
+    """Decode a video file to RGB frames at `fps` (the frame on screen at every `k / fps`), as the processor
+    samples it before accelerated playback; see `media_io.read_video`."""
+    return read_video(path, fps)[0]
 
 
 def score_answer(answer: str, colour: str) -> bool:

@@ -214,9 +214,9 @@ def make_scene(task: str, seed: int, num_chunks: int | None = None) -> Scene:
 
 def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float = FPS) -> Path:
     """Encode frames as an H.264 MP4 with PyAV, near-lossless (crf 12) so colours survive the round trip."""
-    from ..training.negatives import write_video_frames
+    from ..media_io import write_video as write_media_video
 
-    return write_video_frames(frames, path, fps, options={"crf": "12"})
+    return write_media_video(frames, path, fps, options={"crf": "12"})
 
 
 __all__ = [

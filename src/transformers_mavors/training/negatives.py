@@ -22,6 +22,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..media_io import read_video
+from ..media_io import write_video as write_video_frames  # the package's one writer, under its old name
 from .data import resolve_media_path
 
 logger = logging.get_logger(__name__)
@@ -67,58 +69,8 @@ def shuffle_quarters(
 
 
 def read_video_frames(path: str | os.PathLike) -> tuple[np.ndarray, Fraction]:
-    """All frames of a video file as `(T, H, W, 3)` uint8 RGB, and its average frame rate (PyAV)."""
-    import av
-
-    try:
-        with av.open(os.fspath(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    except av.error.FFmpegError as error:
-        raise ValueError(f"cannot decode video {path}: {error}") from error
-    if not frames:
-        raise ValueError(f"{path} has no decodable frame")
-    return np.stack(frames), Fraction(rate)
-
-
-def write_video_frames(
-    frames: np.ndarray,
-    path: str | os.PathLike,
-    fps: float | Fraction,
-    codec: str = "libx264",
-    options: dict[str, str] | None = None,
-) -> Path:
-    """Encode `(T, H, W, 3)` uint8 RGB frames to `path` (yuv420p; an odd side loses its last pixel row/column).
-
-    `options` go to the encoder (e.g. `{"crf": "12"}` for libx264)."""
-    import av
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(
-            f"frames must be (T, H, W, 3) uint8, got shape {frames.shape} and dtype {frames.dtype}"
-        )
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sides
-    if height == 0 or width == 0:
-        raise ValueError(f"frames of {frames.shape[1]}x{frames.shape[2]} pixels are too small to encode")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(fps).limit_denominator(1001 * 1000)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate, options=options or {})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for frame in frames[:, :height, :width]:
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            ):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    """All frames of a video file as `(T, H, W, 3)` uint8 RGB, and its average frame rate (`media_io.read_video`)."""
+    return read_video(path)
 
 
 def write_shuffled_quarters(
