@@ -1,11 +1,11 @@
 """Visual tokens kept by Mavors' token compression (paper §5.4) against the similarity threshold.
 
-Runs the benchmark video of `benchmarks/peers.py` (`benchmark_frames`, the same frames the peer comparison feeds
-every model) through the Mavors-7B video processor (R_v = 384, 16-frame chunks, taken as sampled at 4 fps), then,
-for each threshold, counts the tokens `merge_similar_chunk_tokens` keeps: the function `MavorsVisionModel.forward`
-applies between the IVE and the IFA, run here on the pooled IVE features of each feature source below (the ViT
-runs once per source; the merge is what changes with the threshold). One threshold per source is cross-checked
-against `token_counts` from the full `MavorsVisionModel.forward`.
+Runs the peer benchmark's video (`benchmark_frames` of `benchmarks/peers/video.py`, the same frames the peer
+comparison feeds every model) through the Mavors-7B video processor (R_v = 384, 16-frame chunks, taken as sampled
+at 4 fps), then, for each threshold, counts the tokens `merge_similar_chunk_tokens` keeps: the function
+`MavorsVisionModel.forward` applies between the IVE and the IFA, run here on the pooled IVE features of each
+feature source below (the ViT runs once per source; the merge is what changes with the threshold). One threshold
+per source is cross-checked against `token_counts` from the full `MavorsVisionModel.forward`.
 
 Which features? Token compression compares *learned* features, and no trained SigLIP or Mavors weights are
 available offline. A randomly initialised ViT gives features whose similarities say nothing about the video, so
@@ -37,9 +37,9 @@ from transformers_mavors import MavorsVideoProcessor, MavorsVisionConfig, Mavors
 from transformers_mavors.modeling_mavors import merge_similar_chunk_tokens
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import benchmark_frames  # noqa: E402  (the peer benchmark's video)
+from peers.video import benchmark_frames  # noqa: E402  (the peer benchmark's video)
 
-FRAME_SOURCE = "benchmarks/peers.py: benchmark_frames"
+FRAME_SOURCE = "benchmarks/peers/video.py: benchmark_frames"
 
 DEFAULT_THRESHOLDS = [None, 0.99, 0.95, 0.9, 0.8, 0.7]
 SOURCES = ("pixels", "projection", "random-vit")

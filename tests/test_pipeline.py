@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import randomize_
-from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer, pipeline
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    GenerationConfig,
+    TextIteratorStreamer,
+    pipeline,
+)
 
 from transformers_mavors import MavorsForConditionalGeneration
 from transformers_mavors.testing_utils import tiny_processor, write_sample_video
@@ -36,8 +42,8 @@ def pipe(checkpoint):
     return pipeline("video-text-to-text", model=str(checkpoint))
 
 
-def reference_answer(checkpoint, messages, max_new_tokens=6, **processor_kwargs):
-    """What model.generate answers for one chat, computed without the pipeline."""
+def reference_answers(checkpoint, messages, max_new_tokens=6, generate_kwargs=None, **processor_kwargs):
+    """What model.generate answers for one chat (every returned sequence), computed without the pipeline."""
     model = AutoModelForImageTextToText.from_pretrained(checkpoint).eval()
     processor = AutoProcessor.from_pretrained(checkpoint)
     inputs = processor.apply_chat_template(
@@ -48,8 +54,13 @@ def reference_answer(checkpoint, messages, max_new_tokens=6, **processor_kwargs)
         return_tensors="pt",
         processor_kwargs=processor_kwargs,
     )
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **(generate_kwargs or {}))
+    return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def reference_answer(checkpoint, messages, max_new_tokens=6, **processor_kwargs):
+    """What model.generate answers for one chat, computed without the pipeline."""
+    return reference_answers(checkpoint, messages, max_new_tokens, **processor_kwargs)[0]
 
 
 def video_chat(video, prompt="Describe the video."):
@@ -80,14 +91,63 @@ def test_pipeline_on_a_chat_and_on_frames(pipe, checkpoint, video_path):
     out = pipe(text=chat, max_new_tokens=5, return_full_text=False, do_sample=False)
     assert out[0]["generated_text"] == reference_answer(checkpoint, chat, max_new_tokens=5)
     frames = np.random.default_rng(0).integers(0, 255, size=(9, 60, 80, 3), dtype=np.uint8)
-    out = pipe(videos=frames, text="What moves?", max_new_tokens=3, return_full_text=False)
-    assert isinstance(out[0]["generated_text"], str)
+    out = pipe(videos=frames, text="What moves?", max_new_tokens=3, return_full_text=False, do_sample=False)
+    frames_chat = [
+        {
+            "role": "user",
+            "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What moves?"}],
+        }
+    ]
+    assert out[0]["generated_text"] == reference_answer(checkpoint, frames_chat, max_new_tokens=3)
 
 
 def test_pipeline_passes_processor_options(pipe, checkpoint, video_path):
     chat = video_chat(video_path)
     slow = pipe(text=chat, max_new_tokens=5, return_full_text=False, do_sample=False, fps=2, max_chunks=1)
     assert slow[0]["generated_text"] == reference_answer(checkpoint, chat, 5, fps=2, max_chunks=1)
+
+
+def test_processor_options_reach_the_processor_even_when_the_template_reads_their_names(
+    checkpoint, video_path, monkeypatch
+):
+    """Without the pipeline's own routing, `fps=` / `max_chunks=` would become chat-template variables, and
+    transformers forwards such kwargs to the processor only when the template does not read them."""
+    pipe = pipeline("video-text-to-text", model=str(checkpoint))
+    pipe.processor.chat_template = (
+        "{% if fps is defined %}At {{ fps }} fps, {{ max_chunks }} chunks. {% endif %}"
+        + pipe.processor.chat_template
+    )
+    generate, seen = pipe.model.generate, []
+    monkeypatch.setattr(pipe.model, "generate", lambda **inputs: seen.append(inputs) or generate(**inputs))
+    chat = video_chat(video_path)
+    out = pipe(text=chat, max_new_tokens=5, return_full_text=False, do_sample=False, fps=2, max_chunks=1)
+    assert seen[0]["video_grid_thw"].tolist() == [[1, 4, 4]]  # one chunk (three at the processor's defaults)
+    assert " fps, " not in pipe.processor.decode(seen[0]["input_ids"][0])
+    assert out[0]["generated_text"] == reference_answer(checkpoint, chat, 5, fps=2, max_chunks=1)
+
+
+def test_generation_options_reach_generate(pipe, checkpoint, video_path):
+    """Generation options given to the call go to `generate` (the parent pipeline would hand them to the processor,
+    which ignores them): beam search with two returned sequences, and a whole `generation_config`."""
+    chat = video_chat(video_path)
+    beams = pipe(
+        text=chat,
+        max_new_tokens=4,
+        return_full_text=False,
+        do_sample=False,
+        num_beams=2,
+        num_return_sequences=2,
+    )
+    expected = reference_answers(
+        checkpoint, chat, 4, generate_kwargs=dict(num_beams=2, num_return_sequences=2)
+    )
+    assert [candidate["generated_text"] for candidate in beams] == expected and len(expected) == 2
+    short = pipe(
+        text=chat,
+        return_full_text=False,
+        generation_config=GenerationConfig(max_new_tokens=2, do_sample=False),
+    )
+    assert short[0]["generated_text"] == reference_answer(checkpoint, chat, max_new_tokens=2)
 
 
 def test_pipeline_batches_with_left_padding(pipe, video_path, tmp_path):
@@ -109,7 +169,10 @@ def test_pipeline_batches_with_left_padding(pipe, video_path, tmp_path):
 
 
 def test_pipeline_streams_through_a_text_iterator_streamer(pipe, video_path):
-    streamer = TextIteratorStreamer(pipe.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    # a timeout, so that a streamer that never reached generate fails the test instead of hanging it
+    streamer = TextIteratorStreamer(
+        pipe.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=60
+    )
     out = pipe(
         videos=video_path,
         text="Describe the video.",

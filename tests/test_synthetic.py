@@ -1,6 +1,8 @@
 """Synthetic scenes, datasets and the chunk-level needle-in-a-haystack evaluation (issue 6 infrastructure)."""
 
 import json
+import math
+from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from transformers_mavors.synthetic.niah import (
     score_answer,
 )
 from transformers_mavors.synthetic.scenes import COLOURS, FRAMES_PER_CHUNK, SIZE, haystack_frames
-from transformers_mavors.synthetic.training import normalize_answer, train_synthetic
+from transformers_mavors.synthetic.training import evaluate_synthetic, normalize_answer, train_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,42 @@ def test_scenes_are_seeded_and_whole_chunks(task):
     assert not np.array_equal(first.frames[: len(other.frames)], other.frames[: len(first.frames)])
     assert first.frames.shape[1:] == (SIZE, SIZE, 3) and first.frames.dtype == np.uint8
     assert len(first.frames) % FRAMES_PER_CHUNK == 0
-    assert 0 < CHANCE[task] < 1
+
+
+BLIND_SCENES = 1000  # scenes drawn per task to measure the answer distribution (about 3 s for all five)
+
+
+def best_blind_guess(task: str, scenes) -> float:
+    """The accuracy of the best answer chosen without the part of the video the task asks about.
+
+    For most tasks that is the most common answer. `order` asks which of the three colours shown comes first, so
+    the guesser may know the colours shown (`CHANCE` says "one of the 3 shown"): the most common answer among the
+    scenes that show the same three colours.
+    """
+    answers = defaultdict(Counter)
+    for scene in scenes:
+        answers[frozenset(scene.facts["colours"]) if task == "order" else None][scene.answer] += 1
+    return sum(max(counts.values()) for counts in answers.values()) / len(scenes)
+
+
+# CHANCE["count"] understates the baseline; strict, so the mark must go when the constant or the draw is fixed
+COUNT_CHANCE_IS_LOW = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="count draws k uniformly from 1..min(4, (chunks + 1) // 2): 'one' and 'two' are each right a third of "
+    "the time, so its chance is 1/3, not CHANCE's 1/4",
+)
+
+
+@pytest.mark.parametrize(
+    "task", [pytest.param(t, marks=COUNT_CHANCE_IS_LOW) if t == "count" else t for t in TASKS]
+)
+def test_chance_is_the_best_guess_without_the_video(task):
+    """`CHANCE[task]` (the learning docs' baseline) is what guessing scores on the drawn answers, within noise."""
+    scenes = [make_scene(task, seed) for seed in range(BLIND_SCENES)]
+    groups = 4 if task == "order" else 1  # order: scenes grouped by the 3 of 4 colours shown
+    noise = 4 * math.sqrt(CHANCE[task] * (1 - CHANCE[task]) / (BLIND_SCENES / groups))
+    assert abs(best_blind_guess(task, scenes) - CHANCE[task]) <= noise
 
 
 def test_scene_answers_follow_what_is_drawn():
@@ -159,12 +196,26 @@ def test_niah_runs_on_any_checkpoint_and_the_cli_writes_results(tmp_path, synthe
     assert len(saved["accuracy"]["2"]) == 2
 
 
+def answer_alone(model, processor, record: dict, media_root, **generate_kwargs) -> tuple[list[int], str]:
+    """One held-out record answered by `model.generate` on its own (no batch, no padding): new ids and text."""
+    video, question = record["messages"][0]["content"]
+    chat = [
+        {"role": "user", "content": [{"type": "video", "path": str(media_root / video["path"])}, question]}
+    ]
+    inputs = processor.apply_chat_template(
+        chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    output = model.generate(**inputs, max_new_tokens=24, do_sample=False, **generate_kwargs)
+    new = output[0, inputs["input_ids"].shape[1] :]
+    return new.tolist(), processor.decode(new, skip_special_tokens=True)
+
+
 def test_training_path_runs_and_generation_stops_at_im_end(tmp_path):
     run = train_synthetic(
         tmp_path,
         tasks=("needle",),
         train_per_task=4,
-        heldout_per_task=2,
+        heldout_per_task=4,
         max_steps=2,
         batch_size=2,
         warmup_steps=0,
@@ -172,9 +223,30 @@ def test_training_path_runs_and_generation_stops_at_im_end(tmp_path):
     )
     losses = [h["loss"] for h in run.log_history if "loss" in h]
     assert losses and all(np.isfinite(losses))
-    assert run.num_heldout == {"needle": 2} and 0 <= run.accuracy["needle"] <= 1
-    im_end = run.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    data = tmp_path / "data"
+    heldout = write_synthetic_dataset(data, 4, 4, tasks=("needle",), progress=False)[
+        "heldout"
+    ]  # files reused
+    assert run.num_heldout == {"needle": len(heldout)}
+    # the held-out score is the share of held-out answers that match, each generated here on its own
+    answers = [answer_alone(run.model, run.processor, record, data)[1] for record in heldout]
+    right = [
+        normalize_answer(a) == normalize_answer(r["answer"]) for a, r in zip(answers, heldout, strict=True)
+    ]
+    assert run.accuracy["needle"] == sum(right) / len(heldout)
+    # steered to say one record's colour and then <|im_end|>, generation must end there: every answer is then that
+    # colour alone, and the scoring path counts exactly the records whose answer it is
+    tokenizer = run.processor.tokenizer
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert run.model.generation_config.eos_token_id == im_end
+    colour = heldout[0]["answer"]
+    steer = [*tokenizer.encode(colour, add_special_tokens=False), im_end]
+    run.model.generation_config.sequence_bias = {
+        tuple(steer[: i + 1]): 100.0 * (i + 1) for i in range(len(steer))
+    }
+    assert answer_alone(run.model, run.processor, heldout[1], data) == (steer, colour)
+    accuracy, _ = evaluate_synthetic(run.model, run.processor, heldout, data)
+    assert accuracy["needle"] == sum(r["answer"] == colour for r in heldout) / len(heldout) > 0
 
 
 @pytest.mark.slow

@@ -9,13 +9,17 @@ from transformers.pipelines.image_text_to_text import Chat, ImageTextToTextPipel
 
 from .configuration_mavors import check_token_compression_threshold
 
-# processor options a pipeline call may set; they are forwarded to the processor, not to the chat template
+# Processor options a pipeline call may set, routed into `processor_kwargs`. The parent pipeline would pass them to
+# `apply_chat_template` as template variables, which transformers forwards to the processor only when the chat
+# template does not read a variable of that name (and with a warning).
 PROCESSOR_OPTIONS = ("fps", "max_chunks", "max_slices", "video_metadata", "max_image_pixels")
-# everything `generate` understands besides `max_new_tokens` (which the parent pipeline already routes)
+# Everything `generate` understands besides `max_new_tokens` (which the parent pipeline already routes). At call
+# time the parent routes no other generation option: it would reach the processor, which ignores it.
 GENERATE_OPTIONS = {k for k in GenerationConfig().to_dict() if not k.startswith("_")} - {
     "max_new_tokens",
     "transformers_version",
 } | {
+    "generation_config",
     "streamer",
     "logits_processor",
     "stopping_criteria",
