@@ -60,18 +60,7 @@ def best_blind_guess(task: str, scenes) -> float:
     return sum(max(counts.values()) for counts in answers.values()) / len(scenes)
 
 
-# CHANCE["count"] understates the baseline; strict, so the mark must go when the constant or the draw is fixed
-COUNT_CHANCE_IS_LOW = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="count draws k uniformly from 1..min(4, (chunks + 1) // 2): 'one' and 'two' are each right a third of "
-    "the time, so its chance is 1/3, not CHANCE's 1/4",
-)
-
-
-@pytest.mark.parametrize(
-    "task", [pytest.param(t, marks=COUNT_CHANCE_IS_LOW) if t == "count" else t for t in TASKS]
-)
+@pytest.mark.parametrize("task", TASKS)
 def test_chance_is_the_best_guess_without_the_video(task):
     """`CHANCE[task]` (the learning docs' baseline) is what guessing scores on the drawn answers, within noise."""
     scenes = [make_scene(task, seed) for seed in range(BLIND_SCENES)]
