@@ -41,7 +41,7 @@ def config(tokenizer):
 
 def mavors(*args, timeout=300) -> subprocess.CompletedProcess:
     """Run the `mavors` console script's entry point in a fresh interpreter, as a user would."""
-    code = "import sys; from transformers_mavors.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from transformers_mavors_cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout
     )
