@@ -29,6 +29,17 @@ def package_version() -> str:
         return __version__
 
 
+class VersionAction(argparse.Action):
+    """`--version`: print the version and exit; the metadata is read only when the flag is given."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"mavors {package_version()}")
+        parser.exit()
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -127,7 +138,7 @@ def add_niah_parser(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mavors", description="Mavors video/image language models.")
-    parser.add_argument("--version", action="version", version=f"mavors {package_version()}")
+    parser.add_argument("--version", action=VersionAction, help="show the installed version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_generate_parser(commands)
     add_convert_parser(commands)
