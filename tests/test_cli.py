@@ -9,12 +9,11 @@ from conftest import mavors
 from transformers import AutoProcessor, pipeline
 
 import transformers_mavors
-from transformers_mavors.testing_utils import write_sample_video
 
 
 @pytest.fixture(scope="module")
-def video_path(tmp_path_factory):
-    return str(write_sample_video(tmp_path_factory.mktemp("media") / "clip.mp4", num_frames=40, fps=8))
+def video_path(sample_video):
+    return sample_video(40)
 
 
 @pytest.fixture(scope="module")

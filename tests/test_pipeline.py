@@ -6,8 +6,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
-from conftest import randomize_
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
@@ -16,25 +14,12 @@ from transformers import (
     pipeline,
 )
 
-from transformers_mavors import MavorsForConditionalGeneration
 from transformers_mavors.testing_utils import tiny_processor, write_sample_video
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer):
-    from transformers_mavors.testing_utils import tiny_mavors_config
-
-    path = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    model = randomize_(MavorsForConditionalGeneration(tiny_mavors_config(tokenizer)), std=0.1)
-    model.save_pretrained(path)
-    tiny_processor(tokenizer).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def video_path(tmp_path_factory):
-    return str(write_sample_video(tmp_path_factory.mktemp("media") / "clip.mp4", num_frames=24, fps=8))
+def video_path(sample_video):
+    return sample_video(24)
 
 
 @pytest.fixture(scope="module")
