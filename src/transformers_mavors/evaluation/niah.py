@@ -22,8 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..media_io import read_video
-from ..video_processing_mavors import accelerated_playback_indices
 from ..synthetic.scenes import COLOURS, PROMPTS, haystack_frames, needle_frame
+from ..video_processing_mavors import accelerated_playback_indices
 
 DEFAULT_CHUNK_COUNTS = (2, 4, 8, 16, 32)
 
