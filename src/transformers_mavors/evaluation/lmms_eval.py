@@ -11,9 +11,11 @@ template with the generation prompt, exactly as the `video-text-to-text` pipelin
 
 - `generate_until`: left-padded batches of `batch_size` requests (same generation kwargs), greedy by default with
   `max_new_tokens` 1,024 (the paper's protocol) unless the task sets its own; the text stops at the first `until`.
-- `loglikelihood`: `log p(continuation | prompt)` summed over the continuation's tokens, the continuation
-  tokenized on its own exactly as lmms-eval passes it, and whether greedy decoding would produce it. The choices
-  of one document share one forward of the prompt (its key/value cache), so each video is encoded once.
+- `loglikelihood`: for each continuation (tokenized on its own, exactly as lmms-eval passes it) the pair
+  `(-log p(continuation | prompt), greedy)`: the negative log-likelihood summed over its tokens, because lmms-eval
+  0.7.3 picks the choice with the *smallest* value (its own models return a loss), and whether greedy decoding
+  would produce it. The choices of one document share one forward of the prompt (its key/value cache), so each
+  video is encoded once. `score_continuations` gives the log-probabilities themselves.
 - `generate_until_multi_round`: one conversation per document; every round's answer stays in context.
 
 Processor knobs (`fps`, `max_chunks`, `max_slices`, `max_image_pixels`) and `token_compression_threshold` are
@@ -342,9 +344,10 @@ class Mavors(lmms):
             chat = self._chat([self._user_turn(blocks, context)])
             continuations = [requests[index].args[1] for index in indices]
             scores = self.score_continuations(chat, continuations, f"task {task!r} document {doc_id!r}")
-            for index, score in zip(indices, scores, strict=True):
-                results[index] = score
-                self.cache_hook.add_partial("loglikelihood", requests[index].args[:2], score)
+            for index, (log_prob, greedy) in zip(indices, scores, strict=True):
+                # lmms-eval ranks choices by the smallest first value (a loss), so hand it -log p
+                results[index] = (-log_prob, greedy)
+                self.cache_hook.add_partial("loglikelihood", requests[index].args[:2], results[index])
             progress.update(len(indices))
         progress.close()
         return results
