@@ -11,4 +11,6 @@ def lmms_eval_models():
     """The `lmms_eval.models` entry point: registers `mavors` (`lmms_eval.py`) as an lmms-eval "simple" model."""
     from lmms_eval.models.registry_v2 import ModelManifest
 
-    return [ModelManifest(model_id="mavors", simple_class_path="transformers_mavors.evaluation.lmms_eval.Mavors")]
+    return [
+        ModelManifest(model_id="mavors", simple_class_path="transformers_mavors.evaluation.lmms_eval.Mavors")
+    ]

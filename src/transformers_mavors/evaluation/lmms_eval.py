@@ -128,7 +128,9 @@ class Mavors(lmms):
     ) -> None:
         super().__init__()
         if kwargs:
-            raise TypeError(f"unknown mavors model_args {sorted(kwargs)}; see docs/evaluation.md for the arguments")
+            raise TypeError(
+                f"unknown mavors model_args {sorted(kwargs)}; see docs/evaluation.md for the arguments"
+            )
         keep_loglikelihood_pairs()
         trust_remote_code = _as_bool(trust_remote_code)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -147,7 +149,12 @@ class Mavors(lmms):
         self.token_compression_threshold = token_compression_threshold
         self.system_prompt = self._resolve_system_prompt(system_prompt) if system_prompt else None
         self.progress = _as_bool(progress)
-        given = {"fps": fps, "max_chunks": max_chunks, "max_slices": max_slices, "max_image_pixels": max_image_pixels}
+        given = {
+            "fps": fps,
+            "max_chunks": max_chunks,
+            "max_slices": max_slices,
+            "max_image_pixels": max_image_pixels,
+        }
         self.processor_kwargs = {name: value for name, value in given.items() if value is not None}
 
     @property
@@ -182,7 +189,9 @@ class Mavors(lmms):
             elif isinstance(visual, (str, os.PathLike)):
                 path = Path(visual)
                 if not path.is_file():
-                    raise MediaError(f"task {task!r} document {doc_id!r}: media file {str(path)!r} does not exist")
+                    raise MediaError(
+                        f"task {task!r} document {doc_id!r}: media file {str(path)!r} does not exist"
+                    )
                 kind = "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
                 blocks.append({"type": kind, kind: str(path)})
             elif hasattr(visual, "shape") and len(visual.shape) == 4:
@@ -199,7 +208,9 @@ class Mavors(lmms):
         try:
             visuals = doc_to_visual(document) if callable(doc_to_visual) else doc_to_visual
         except (OSError, KeyError, ValueError) as error:
-            raise MediaError(f"task {task!r} document {doc_id!r}: could not get its visuals: {error}") from error
+            raise MediaError(
+                f"task {task!r} document {doc_id!r}: could not get its visuals: {error}"
+            ) from error
         return self._media_blocks(visuals, task, doc_id)
 
     def _user_turn(self, blocks: list[dict], context: str) -> dict:
@@ -234,7 +245,9 @@ class Mavors(lmms):
         until = gen_kwargs.pop("until", None) or []
         until = [until] if isinstance(until, str) else list(until)
         options = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
-        options.update({name: gen_kwargs[name] for name in GENERATE_OPTIONS if gen_kwargs.get(name) is not None})
+        options.update(
+            {name: gen_kwargs[name] for name in GENERATE_OPTIONS if gen_kwargs.get(name) is not None}
+        )
         temperature = float(gen_kwargs.get("temperature") or 0)
         # sampling only when the task asks for a positive temperature (and does not turn sampling off)
         options["do_sample"] = temperature > 0 and gen_kwargs.get("do_sample") is not False
@@ -248,7 +261,9 @@ class Mavors(lmms):
         inputs = self._encode(chats, where)
         with torch.inference_mode():
             output = self.model.generate(**inputs, **options)
-        texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        texts = self.processor.batch_decode(
+            output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
         return [truncate_at_stop(text, until) for text in texts]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
@@ -265,7 +280,9 @@ class Mavors(lmms):
                     context, _, doc_to_visual, doc_id, task, split = requests[index].args
                     blocks = self._visual_blocks(doc_to_visual, task, split, doc_id)
                     chats.append(self._chat([self._user_turn(blocks, context)]))
-                where = ", ".join(f"task {requests[i].args[4]!r} document {requests[i].args[3]!r}" for i in batch)
+                where = ", ".join(
+                    f"task {requests[i].args[4]!r} document {requests[i].args[3]!r}" for i in batch
+                )
                 texts = self._generate(chats, requests[batch[0]].args[1], where)
                 for index, text in zip(batch, texts, strict=True):
                     results[index] = text
@@ -286,7 +303,9 @@ class Mavors(lmms):
             turns = [self._user_turn(self._visual_blocks(doc_to_visual, task, split, doc_id), context)]
             answers, info = [], None
             for round_index in range(1, 1_000):
-                answer = self._generate([self._chat(turns)], gen_kwargs, f"{where} round {round_index - 1}")[0]
+                answer = self._generate([self._chat(turns)], gen_kwargs, f"{where} round {round_index - 1}")[
+                    0
+                ]
                 answers.append(answer)
                 turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
                 visuals, context, finished, _, info = doc_to_text(
@@ -304,7 +323,9 @@ class Mavors(lmms):
         ids = self.processor.tokenizer(continuation, add_special_tokens=False)["input_ids"]
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
-    def score_continuations(self, chat: list[dict], continuations: list[str], where: str) -> list[tuple[float, bool]]:
+    def score_continuations(
+        self, chat: list[dict], continuations: list[str], where: str
+    ) -> list[tuple[float, bool]]:
         """`(log p(continuation | chat with the generation prompt), greedy)` for each continuation.
 
         The prompt (media included) runs through the model once; each continuation then runs on the prompt's
@@ -325,7 +346,9 @@ class Mavors(lmms):
                 if len(ids) > 1:
                     rest = self.model(input_ids=ids[None, :-1], past_key_values=cache, use_cache=True)
                     logits = torch.cat([first_logits, rest.logits[0]])
-                    cache.crop(prompt_length)
+                    cache.crop(
+                        prompt_length - cache.get_seq_length()
+                    )  # back to the prompt (a negative count)
                 log_probs = torch.log_softmax(logits.float(), dim=-1)
                 total = float(log_probs.gather(-1, ids[:, None]).sum())
                 scores.append((total, bool((logits.argmax(-1) == ids).all())))

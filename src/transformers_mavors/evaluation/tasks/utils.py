@@ -36,14 +36,18 @@ def doc_to_target_index(doc):
     return LETTERS.index(doc["answer"])
 
 
-def parse_letter(response: str) -> str | None:
-    """The option letter a response gives: a standalone A-D (the first one), or an option's text."""
+def parse_letter(response: str, choices) -> str | None:
+    """The option letter a response gives: its first standalone A-D, else the one option whose text it names."""
     match = re.search(r"\b([A-D])\b", response.strip())
-    return match.group(1) if match else None
+    if match:
+        return match.group(1)
+    words = set(re.findall(r"[a-z]+", response.lower()))
+    named = [LETTERS[i] for i, choice in enumerate(choices) if choice.lower() in words]
+    return named[0] if len(named) == 1 else None
 
 
 def mc_process_results(doc, results):
-    letter = parse_letter(results[0])
+    letter = parse_letter(results[0], doc["choices"])
     return {"mc_accuracy": float(letter == doc["answer"])}
 
 
