@@ -124,6 +124,7 @@ class Mavors(lmms):
         trust_remote_code: bool | str = False,
         system_prompt: str | None = None,
         progress: bool | str = True,
+        max_batch_size: int | None = None,  # lmms-eval's `--max_batch_size` (for automatic batch sizes): unused
         **kwargs,
     ) -> None:
         super().__init__()
@@ -142,9 +143,9 @@ class Mavors(lmms):
         check = getattr(self.processor, "check_model_config", None)
         if check is not None:
             check(self.model.config)
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
         self.batch_size_per_gpu = int(batch_size)
-        if self.batch_size_per_gpu < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.max_new_tokens = int(max_new_tokens)
         self.token_compression_threshold = token_compression_threshold
         self.system_prompt = self._resolve_system_prompt(system_prompt) if system_prompt else None
