@@ -124,7 +124,7 @@ class Mavors(lmms):
         trust_remote_code: bool | str = False,
         system_prompt: str | None = None,
         progress: bool | str = True,
-        max_batch_size: int | None = None,  # lmms-eval's `--max_batch_size` (for automatic batch sizes): unused
+        max_batch_size: int | None = None,  # lmms-eval's --max_batch_size (automatic batch sizes): unused
         **kwargs,
     ) -> None:
         super().__init__()
@@ -233,7 +233,7 @@ class Mavors(lmms):
                 processor_kwargs=processor_kwargs,
             )
         except (OSError, ValueError) as error:
-            raise MediaError(f"{where}: could not read or process its media: {error}") from error
+            raise MediaError(f"{where}: could not build its inputs (media or prompt): {error}") from error
         inputs = inputs.to(self.device).to(dtype=self.model.dtype)
         inputs, _ = encode_videos_first(self.model, self.processor, inputs, self.token_compression_threshold)
         return inputs
