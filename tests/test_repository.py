@@ -31,3 +31,12 @@ def test_dependencies_never_name_torchvision():
         d for d in names if d.lower().startswith(("torchvision", "torchaudio", "decord", "torchcodec"))
     ]
     assert any(d.startswith("torch>=2.13") for d in names)
+
+
+def test_the_evaluation_ci_runs_the_documented_install_verbatim():
+    """docs/evaluation.md's first bash block is the install `.ci/engines/evaluation.sh` runs in a fresh venv."""
+    (install, *_) = re.findall(
+        r"```bash\n(.*?)```", (ROOT / "docs" / "evaluation.md").read_text(), flags=re.S
+    )
+    script = [line.strip() for line in (ROOT / ".ci" / "engines" / "evaluation.sh").read_text().splitlines()]
+    assert install.strip() and install.strip() in script
