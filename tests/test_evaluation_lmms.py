@@ -365,3 +365,44 @@ def test_the_cli_reports_a_task_with_missing_media_naming_the_document(tmp_path)
     assert "task 'mavors_synthetic_caption' document 1: media file" in run.stderr
     assert "missing/caption_video.mp4" in run.stderr
     assert not list(output.rglob("*_results.json"))
+
+
+def test_loglikelihood_with_token_compression_scores_the_compressed_prompt(media):
+    from transformers_mavors.pipelines import encode_videos_first
+
+    videos, _ = media
+    compressed = Mavors(
+        pretrained=str(demo_model_path()),
+        device="cpu",
+        fps=4,
+        max_chunks=8,
+        token_compression_threshold=0.5,
+        progress=False,
+    )
+    requests = Requests(compressed, [{"visuals": [videos[1]]}])
+    (score,) = compressed.loglikelihood([requests.make("loglikelihood", 0, "Describe the video.", "A")])
+    model, processor = compressed.model, compressed.processor
+    chat = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video", "video": videos[1]},
+                {"type": "text", "text": "Describe the video."},
+            ],
+        }
+    ]
+    inputs = processor.apply_chat_template(
+        [chat],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+        processor_kwargs={"fps": 4, "max_chunks": 8},
+    )
+    full_length = inputs["input_ids"].shape[1]
+    inputs, _ = encode_videos_first(model, processor, inputs, 0.5)
+    assert inputs["input_ids"].shape[1] < full_length  # the threshold merged tokens: a shorter prompt
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -1].float()
+    (token,) = processor.tokenizer("A", add_special_tokens=False)["input_ids"]
+    assert -score[0] == pytest.approx(float(torch.log_softmax(logits, -1)[token]), abs=1e-4)
