@@ -351,6 +351,8 @@ def test_missing_media_is_an_error_naming_the_document(adapter, tmp_path):
         adapter.generate_until([requests.make("generate_until", 0, "Describe the video.", {})])
     with pytest.raises(TypeError, match="unknown mavors model_args"):
         Mavors(pretrained=str(demo_model_path()), frames_per_second=4)
+    with pytest.raises(ValueError, match="batch_size must be a whole number"):
+        Mavors(pretrained=str(demo_model_path()), batch_size="auto")
 
 
 def test_the_cli_reports_a_task_with_missing_media_naming_the_document(tmp_path):

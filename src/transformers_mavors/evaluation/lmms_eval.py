@@ -132,6 +132,9 @@ class Mavors(lmms):
             raise TypeError(
                 f"unknown mavors model_args {sorted(kwargs)}; see docs/evaluation.md for the arguments"
             )
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+        self.batch_size_per_gpu = int(batch_size)
         keep_loglikelihood_pairs()
         trust_remote_code = _as_bool(trust_remote_code)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,9 +146,6 @@ class Mavors(lmms):
         check = getattr(self.processor, "check_model_config", None)
         if check is not None:
             check(self.model.config)
-        if not str(batch_size).isdigit() or int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
-        self.batch_size_per_gpu = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
         self.token_compression_threshold = token_compression_threshold
         self.system_prompt = self._resolve_system_prompt(system_prompt) if system_prompt else None
