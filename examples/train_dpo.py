@@ -35,6 +35,7 @@ from transformers_mavors.training import (
     MavorsDPOTrainer,
     MavorsPreferenceCollator,
     build_video_caption_pairs,
+    cpu_distributed_kwargs,
     load_mavors_dataset,
     make_captioner,
     mavors_lora_config,
@@ -170,6 +171,7 @@ def main(argv=None):
         dataloader_num_workers=args.num_workers,
         deepspeed=args.deepspeed,
         report_to=[] if args.report_to == "none" else [args.report_to],
+        **cpu_distributed_kwargs(),  # torchrun / accelerate launch on CPU: gloo, one job (not N copies)
     )
     options = {"fps": args.fps, "max_chunks": args.max_chunks}
     trainer = MavorsDPOTrainer(

@@ -37,6 +37,7 @@ from transformers_mavors.training import (
     MavorsSFTCollator,
     MavorsTrainer,
     apply_lora,
+    cpu_distributed_kwargs,
     load_mavors_dataset,
     merge_and_save,
 )
@@ -167,6 +168,7 @@ def training_kwargs(args) -> dict:
         dataloader_num_workers=args.num_workers,
         deepspeed=args.deepspeed,
         report_to=[] if args.report_to == "none" else [args.report_to],
+        **cpu_distributed_kwargs(),  # torchrun / accelerate launch on CPU: gloo, one job (not N copies)
     )
 
 
