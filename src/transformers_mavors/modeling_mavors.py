@@ -468,7 +468,10 @@ class MavorsVisionModel(MavorsPreTrainedModel):
         Chunks go through the ViT `vision_chunk_batch_size` at a time, so activation memory is bounded by the
         micro-batch, whatever the video length.
         """
-        positions = self.embeddings.position_embeddings(height, width)  # eq. 7, resampled once per grid
+        # eq. 7, resampled once per grid; under DeepSpeed ZeRO-3 the table is whole only inside the embeddings'
+        # forward (its partitioned weight carries `ds_id`), so it is resampled there, once per micro-batch
+        table = self.embeddings.position_embedding.weight
+        positions = None if hasattr(table, "ds_id") else self.embeddings.position_embeddings(height, width)
         pooled = []
         for batch in pixel_rows.split(self.config.vision_chunk_batch_size):
             hidden = self.embeddings(batch, height, width, positions)  # eq. 1 + eq. 7: (b, n_V, d)

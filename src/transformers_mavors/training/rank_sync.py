@@ -77,6 +77,7 @@ class _ForwardState:
     model: MavorsModel
     dummy_media: bool = False
     present: set[str] = field(default_factory=set)
+    term: torch.Tensor | None = None  # zero-weighted sum of the blank items encoded so far
 
 
 class VisionCallSync:
@@ -125,9 +126,13 @@ class VisionCallSync:
         }
         training = mavors.training and torch.is_grad_enabled()
         sharded_prefill = self._pads(mavors.vision_model) and _is_prefill(arguments)
-        self._forwards.append(
-            _ForwardState(mavors, self.dummy_media and (training or sharded_prefill), present)
-        )
+        state = _ForwardState(mavors, self.dummy_media and (training or sharded_prefill), present)
+        self._forwards.append(state)
+        if state.dummy_media and "image" not in present:
+            # a blank image now, before the forward encodes its own videos: every rank calls the tower for images
+            # first and videos second (the forward's own order), so sharded engines gather, and ZeRO-2 buckets
+            # gradients, in one order on every rank
+            state.term = self._encode_blank(mavors, "image")
 
     def _end_forward(self, mavors: MavorsModel, args: tuple, output) -> None:
         if self._forwards and self._forwards[-1].model is mavors:
@@ -137,19 +142,26 @@ class VisionCallSync:
         state = self._forwards[-1] if self._forwards else None
         if state is None or not state.dummy_media or kwargs.get("inputs_embeds") is None:
             return None
-        mavors = state.model
+        embeds = kwargs["inputs_embeds"]
+        term = embeds.new_zeros(()) if state.term is None else state.term.to(embeds.dtype)
+        if "video" not in state.present:  # after the forward's own images, as a real video would come
+            term = term + self._encode_blank(state.model, "video").to(embeds.dtype)
+        state.term = None
+        return args, {**kwargs, "inputs_embeds": embeds + term}
+
+    @staticmethod
+    def _encode_blank(mavors: MavorsModel, modality: str) -> torch.Tensor:
+        """0 x the features of one blank `modality` item of the smallest grid (a scalar tied to every weight)."""
         config = mavors.config.vision_config
         side = config.spatial_merge_size
-        embeds = kwargs["inputs_embeds"]
-        term = embeds.new_zeros(())
-        grid = torch.tensor([[1, side, side]], device=embeds.device)
-        for modality, frames in (("image", 1), ("video", config.frames_per_chunk)):
-            if modality in state.present:
-                continue
-            rows = embeds.new_zeros(side * side, config.num_channels * frames * config.patch_size**2)
-            encode = mavors.get_image_features if modality == "image" else mavors.get_video_features
-            term = term + 0.0 * encode(rows, grid, return_dict=True).pooler_output[0].sum()
-        return args, {**kwargs, "inputs_embeds": embeds + term}
+        weight = next(mavors.vision_model.parameters())
+        frames = 1 if modality == "image" else config.frames_per_chunk
+        grid = torch.tensor([[1, side, side]], device=weight.device)
+        rows = torch.zeros(
+            side * side, config.num_channels * frames * config.patch_size**2, device=weight.device
+        )
+        encode = mavors.get_image_features if modality == "image" else mavors.get_video_features
+        return 0.0 * encode(rows, grid, return_dict=True).pooler_output[0].sum()
 
     # -- equal call counts --------------------------------------------------------------------------------------
 
