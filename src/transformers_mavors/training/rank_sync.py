@@ -52,14 +52,22 @@ def distributed_world_size() -> int:
 
 
 def has_sharded_weights(module: nn.Module) -> bool:
-    """Whether `module`'s weights are sharded across ranks and gathered per call (ZeRO-3, FSDP2, FSDP1)."""
-    weight = next(module.parameters(), None)
-    if weight is None:
-        return False
-    return (
+    """Whether parts of `module` gather their weights from shards when they run (ZeRO-3, FSDP2, FSDP1).
+
+    FSDP2 swaps a module's DTensor parameters for plain tensors while it runs, so the `fully_shard` modules inside
+    are looked for as well as DTensor (or DeepSpeed-partitioned, or FSDP1-flattened) parameters.
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover (torch < 2.6)
+        FSDPModule = ()  # noqa: N806
+    if any(isinstance(m, FSDPModule) for m in module.modules()):
+        return True
+    return any(
         hasattr(weight, "ds_id")  # DeepSpeed ZeRO-3 partitioned parameter
-        or type(weight).__name__ == "DTensor"  # FSDP2 (fully_shard)
+        or type(weight).__name__ == "DTensor"  # FSDP2 (fully_shard) outside the module's forward
         or getattr(weight, "_fsdp_flattened", False)  # FSDP1
+        for weight in module.parameters()
     )
 
 
