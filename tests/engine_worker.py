@@ -224,14 +224,13 @@ def run_fsdp2(out: Path, sync: bool) -> dict:
 
 def run_dpo(out: Path) -> dict:
     """One short DPO run under ZeRO-2 (TRL builds the reference model through the Auto classes)."""
+    from accelerate import PartialState
     from datasets import Dataset
     from trl import DPOConfig
 
     from transformers_mavors.training import MavorsDPOTrainer, cpu_distributed_kwargs
-    from transformers_mavors.training.demo import tiny_demo_model_and_processor, write_demo_data
     from transformers_mavors.training.data import MavorsPreferenceCollator, load_mavors_dataset
-
-    from accelerate import PartialState  # noqa: I001
+    from transformers_mavors.training.demo import tiny_demo_model_and_processor, write_demo_data
 
     with PartialState(cpu=True, backend="gloo").main_process_first():
         demo = write_demo_data(out / "demo-data")

@@ -198,21 +198,17 @@ class VisionCallSync:
         most = counts.clone()
         torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
         missing_encoder, missing_aggregator = (most - counts).tolist()
-        # ViT micro-batches first, so every rank runs all its ViT calls before any IFA call
-        config = vision.config
-        side = config.spatial_merge_size
-        rows = pixels.new_zeros(
-            1, side * side, config.num_channels * config.frames_per_chunk * config.patch_size**2
-        )
-        term = pixels.new_zeros(())
-        for _ in range(missing_encoder):
-            term = term + 0.0 * vision.encode_chunks(rows, side, side).sum()
-        self._pending.append((term, missing_aggregator))
+        # the missing ViT micro-batches run inside the tower's own loop, after its real ones and through the same
+        # graph (`encode_chunks(blank_micro_batches=...)`), so forward and backward visit the layers alike on
+        # every rank; the missing IFA calls follow the tower's own
+        vision._blank_micro_batches = missing_encoder
+        self._pending.append((pixels.new_zeros(()), missing_aggregator))
 
     def _after_vision(self, vision: MavorsVisionModel, args: tuple, kwargs: dict, output):
         if not self._pads(vision) or not self._pending:
             return None
         term, missing_aggregator = self._pending.pop()
+        vision._blank_micro_batches = 0
         if output is None or term is None:  # the call raised, or a process group of one: nothing to pad
             return None
         hidden = output.last_hidden_state
@@ -250,4 +246,9 @@ def synchronize_vision_calls(
     return sync
 
 
-__all__ = ["VisionCallSync", "distributed_world_size", "has_sharded_weights", "synchronize_vision_calls"]
+__all__ = [
+    "VisionCallSync",
+    "distributed_world_size",
+    "has_sharded_weights",
+    "synchronize_vision_calls",
+]
