@@ -41,6 +41,8 @@ RUN_TIMEOUT = 300
 NEGATIVE_TIMEOUT = 120  # the worker's gloo timeout is 30 s there (MAVORS_TEST_DDP_TIMEOUT)
 
 pytestmark = pytest.mark.slow
+# the whole file runs in the `deepspeed` extra's environment (.ci/engines/distributed.sh), once
+pytest.importorskip("deepspeed", reason="needs the deepspeed extra (.ci/engines/distributed.sh)")
 
 
 def _free_port() -> int:
@@ -108,13 +110,7 @@ def single_process(tmp_path_factory) -> dict:
     return _reports(out, (0,))[0]
 
 
-def _needs(engine: str) -> None:
-    if engine in ("zero2", "zero3", "dpo-zero2"):
-        pytest.importorskip("deepspeed", reason="needs the deepspeed extra (.ci/engines/distributed.sh)")
-
-
 def _train(engine: str, out: Path, *flags: str) -> list[dict]:
-    _needs(engine)
     start = time.perf_counter()
     code, output = _run(torchrun(str(WORKER), engine, str(out), *flags), RUN_TIMEOUT)
     assert code == 0, output[-6000:]
@@ -181,7 +177,6 @@ def test_zero2_resume_from_the_middle_gives_the_uninterrupted_parameters(tmp_pat
     [("ddp", "blank items for absent modalities"), ("fsdp2", "equal ViT / IFA call counts")],
 )
 def test_without_its_protection_the_run_hangs_or_fails(engine, protection, tmp_path):
-    _needs(engine)
     command = torchrun(str(WORKER), engine, str(tmp_path), "--no-sync")
     code, output = _run(command, NEGATIVE_TIMEOUT, MAVORS_TEST_DDP_TIMEOUT="30")
     assert code != 0, f"{engine} finished without {protection}: the protection is not what keeps it running"
