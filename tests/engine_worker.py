@@ -93,6 +93,26 @@ def full_parameters(model: torch.nn.Module, engine: str) -> dict[str, torch.Tens
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+def local_parameter_count(model: torch.nn.Module) -> int:
+    """Parameter elements this rank holds between steps (its shard, for ZeRO-3 and FSDP2)."""
+    total = 0
+    for param in model.parameters():
+        if hasattr(param, "ds_tensor"):
+            total += param.ds_tensor.numel()
+        elif hasattr(param, "to_local"):
+            total += param.to_local().numel()
+        else:
+            total += param.numel()
+    return total
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def training_arguments(out: Path, engine: str, world_size: int, **overrides):
     from transformers import TrainingArguments
 
@@ -156,6 +176,7 @@ def run_trainer(engine: str, out: Path, sync: bool, resume_at: int | None) -> di
         "digest": digest(full_parameters(trainer.model, engine)),
         "seen": collator.seen,
         "sharded": _sharded(trainer.model),
+        "local_parameters": local_parameter_count(trainer.model),
     }
 
 
@@ -219,7 +240,14 @@ def run_fsdp2(out: Path, sync: bool) -> dict:
         unsharded = tiny_model(seed=0)
         unsharded.load_state_dict(state)
         unsharded.save_pretrained(out / "final")
-    return {"line": line, "losses": losses, "digest": digest(state), "seen": seen, "sharded": True}
+    return {
+        "line": line,
+        "losses": losses,
+        "digest": digest(state),
+        "seen": seen,
+        "sharded": True,
+        "local_parameters": local_parameter_count(model),
+    }
 
 
 def run_dpo(out: Path) -> dict:
@@ -286,6 +314,7 @@ def main(argv: list[str]) -> None:
     else:
         report = run_trainer(engine, out, sync, resume_at)
     rank = int(os.environ.get("RANK", "0"))
+    report["peak_memory_mib"] = round(peak_memory_mib(), 1)
     (out / f"rank{rank}.json").write_text(json.dumps(report))
 
 

@@ -44,6 +44,7 @@ from .stages import (
     parameter_component,
     prepare_stage,
     stage_lr_scheduler,
+    stage_processor_kwargs,
 )
 from .trainer import MavorsTrainer, MavorsTrainingMixin
 
@@ -72,6 +73,7 @@ __all__ = [
     "mavors_parameter_groups",
     "parameter_component",
     "stage_lr_scheduler",
+    "stage_processor_kwargs",
     "MavorsTrainer",
     "MavorsTrainingMixin",
     "synchronize_vision_calls",

@@ -29,6 +29,7 @@ from .stages import (
     normalize_stage,
     prepare_stage,
     stage_lr_scheduler,
+    stage_processor_kwargs,
 )
 
 logger = logging.get_logger(__name__)
@@ -49,6 +50,10 @@ class MavorsTrainingMixin:
         super().__init__(*args, **kwargs)
         check_launch(self.args)  # several launched processes must form one job (distributed.py)
         self.add_callback(DistributedReportCallback(self))
+        collator = getattr(self, "data_collator", None)
+        if self.stage is not None and isinstance(getattr(collator, "processor_kwargs", None), dict):
+            # no sub-image tiling before stage 2 (paper §4), unless the collator sets max_slices itself
+            collator.processor_kwargs = stage_processor_kwargs(self.stage, collator.processor_kwargs)
         if self.stage is not None:
             prepare_stage(
                 self.model, self.stage, self.args.learning_rate, self.args.weight_decay, self.vision_lr_scale
