@@ -4,22 +4,28 @@ Mavors' vision work depends on the data: a text-only batch never calls the visio
 runs the ViT for more micro-batches than one of 2 (`MavorsVisionPlan`). Two distributed engines need the ranks to
 agree anyway:
 
-- **DDP** reduces gradients of every parameter each step; a rank whose batch left the vision tower unused has no
-  gradient to send (`find_unused_parameters=False` then fails, and turning the search on costs a graph walk).
-- **Sharded weights** (DeepSpeed ZeRO-3, FSDP) gather each layer's weights when the layer runs, with a collective
-  every rank must join in the same order; a rank that runs a layer fewer times than another leaves a gather
-  unanswered and the job hangs (QwenLM #126, DeepSpeed #6438).
+- **DDP and ZeRO-2** reduce the gradients of every parameter each step, in buckets filled in the order gradients
+  become ready; a rank whose batch left the vision tower unused has no gradient to send (DDP with
+  `find_unused_parameters=False` fails), and a rank that ran image and video in another order fills its buckets
+  in another order (ZeRO-2's gloo collectives then disagree on sizes).
+- **Sharded weights** (DeepSpeed ZeRO-3, FSDP2) gather each layer's weights when the layer runs, forward and
+  backward, with a collective every rank must join in the same order; a rank that runs a layer fewer times than
+  another leaves a gather unanswered and the job hangs or fails (QwenLM #126, DeepSpeed #6438).
 
 `synchronize_vision_calls(model)` installs forward hooks that make both hold without touching the model's code:
 
-- *media for every modality*: in a training forward (and, with sharded weights, in every prefill), each modality
-  the batch lacks is encoded from one tiny blank item just before the language model runs, and its projected
-  features are added to the input embeddings with weight 0. Every rank then calls the vision tower and projector
-  once per modality, in the same order, and every parameter gets a gradient; the loss is unchanged.
-- *equal call counts* (sharded weights only, detected from the parameters): before each vision-tower call the
-  ranks agree (an all-reduce of `MavorsVisionModel.plan(...)`'s counts) on the most ViT micro-batches and IFA
-  calls any rank needs; a rank with fewer first runs the missing ViT micro-batches on a blank chunk, then its
-  own, and after its IFA calls the missing IFA calls, all added with weight 0 so the backward pass also matches.
+- *media for every modality, in one order*: in a training forward (and, with sharded weights, in every
+  prefill), each modality the batch lacks is encoded from one tiny blank item and its projected features are
+  added to the input embeddings with weight 0: a blank image when the forward starts (before the forward's own
+  videos), a blank video just before the language model (after its own images). Every rank then calls the
+  vision tower and projector once per modality, images first, and every parameter gets a gradient; the loss is
+  unchanged.
+- *equal call counts* (sharded weights only, detected from the model: ZeRO-3 partitioned parameters, FSDP2
+  `fully_shard` modules or DTensors): before each vision-tower call the ranks agree (an all-reduce of
+  `MavorsVisionModel.plan(...)`'s counts) on the most ViT micro-batches and IFA calls any rank needs. A rank
+  with fewer runs the missing ViT micro-batches on a blank chunk inside the tower's own loop, after its real
+  ones and through the same graph (`encode_chunks(..., blank_micro_batches=n)`), so forward and backward visit
+  the layers in the same order on every rank; the missing IFA calls follow its own, added with weight 0.
 
 `MavorsTrainer`, `MavorsSFTTrainer` and `MavorsDPOTrainer` install it on their model (and DPO's reference model).
 A custom training loop calls it once on the model, before or after `accelerator.prepare(...)`:
