@@ -34,6 +34,7 @@ import transformers_mavors  # noqa: F401 (registers the Mavors classes with the 
 from transformers_mavors import MavorsForConditionalGeneration, MavorsProcessor
 from transformers_mavors.training import (
     LORA_PRESETS,
+    DistributedSetupError,
     MavorsSFTCollator,
     MavorsTrainer,
     apply_lora,
@@ -240,4 +241,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DistributedSetupError as error:  # a launch that would not train as one job: one line, no traceback
+        raise SystemExit(f"error: {error}") from None

@@ -214,3 +214,35 @@ def test_a_launch_that_would_train_two_copies_stops_with_the_fix(tmp_path):
     code, output = _run(torchrun(str(script)), RUN_TIMEOUT)
     assert code not in (0, None)
     assert "use_cpu=True and ddp_backend='gloo'" in output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without GPUs")
+def test_fsdp_config_on_cpu_stops_at_once_with_a_one_line_error(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "examples" / "accelerate" / "fsdp.yaml"),
+        "--num_processes",
+        "2",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+        str(ROOT / "examples" / "train_sft.py"),
+        "--tiny-demo",
+        "--output-dir",
+        str(tmp_path),
+        "--max-steps",
+        "2",
+        "--num-workers",
+        "0",
+    ]
+    code, output = _run(command, RUN_TIMEOUT)
+    assert code not in (0, None)
+    assert "error: FSDP on CPU: accelerate 1.15 does not run FSDP without GPUs" in output
+    assert (
+        "Traceback" not in output.split("error: FSDP on CPU")[0]
+    )  # our line comes before any launcher report
+    assert not (tmp_path / "model.safetensors").exists()
