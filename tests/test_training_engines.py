@@ -174,7 +174,11 @@ def test_zero2_resume_from_the_middle_gives_the_uninterrupted_parameters(tmp_pat
 
 @pytest.mark.parametrize(
     "engine, protection",
-    [("ddp", "blank items for absent modalities"), ("fsdp2", "equal ViT / IFA call counts")],
+    [
+        ("ddp", "blank items for absent modalities"),
+        ("zero3", "equal ViT / IFA call counts"),
+        ("fsdp2", "equal ViT / IFA call counts"),
+    ],
 )
 def test_without_its_protection_the_run_hangs_or_fails(engine, protection, tmp_path):
     command = torchrun(str(WORKER), engine, str(tmp_path), "--no-sync")
