@@ -25,6 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_training_fixtures import handmade_batch, tiny_model, tokenizer  # noqa: E402
@@ -141,6 +142,18 @@ def training_arguments(out: Path, engine: str, world_size: int, **overrides):
     return TrainingArguments(**kwargs)
 
 
+class StopAfterStep(TrainerCallback):
+    """Ends training after `step` optimizer steps, as an interrupted job would (the checkpoint is written first)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control
+
+
 def run_trainer(engine: str, out: Path, sync: bool, resume_at: int | None) -> dict:
     from transformers_mavors.training import MavorsTrainer, synchronize_vision_calls
 
@@ -157,8 +170,9 @@ def run_trainer(engine: str, out: Path, sync: bool, resume_at: int | None) -> di
     if not sync:  # the negative control: the protection this engine needs, switched off
         synchronize_vision_calls(model, pad_calls=False, dummy_media=engine not in ("ddp", "zero2"))
     if resume_at is not None:
-        # train to the checkpoint, then start a fresh trainer from it (what an interrupted job does)
-        trainer.args.max_steps = resume_at
+        # the job stops right after its checkpoint at `resume_at` (same 4-step schedule), then a fresh trainer with
+        # a differently initialised model continues from that checkpoint
+        trainer.add_callback(StopAfterStep(resume_at))
         trainer.train()
         model = tiny_model(seed=1)  # the resumed run must not depend on the initial weights in memory
         args = training_arguments(out, engine, world_size, **overrides)
