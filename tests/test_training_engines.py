@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil  # an accelerate dependency
 import pytest
 import torch
 from engine_worker import digest, sample
@@ -38,7 +39,7 @@ WORKER = HERE / "engine_worker.py"
 # so the curves agree to rounding, not bit for bit
 LOSS_RTOL = 1e-5
 RUN_TIMEOUT = 300
-NEGATIVE_TIMEOUT = 120  # the worker's gloo timeout is 30 s there (MAVORS_TEST_DDP_TIMEOUT)
+NEGATIVE_TIMEOUT = 60  # the worker's gloo timeout is 30 s there (MAVORS_TEST_DDP_TIMEOUT)
 
 pytestmark = pytest.mark.slow
 # the whole file runs in the `deepspeed` extra's environment (.ci/engines/distributed.sh), once
@@ -77,6 +78,9 @@ def _run(command: list[str], timeout: float, **env) -> tuple[int | None, str]:
         output, _ = process.communicate(timeout=timeout)
         return process.returncode, output
     except subprocess.TimeoutExpired:
+        # torchrun starts each worker in a session of its own: kill the whole tree, workers first
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         return None, output
