@@ -11,7 +11,8 @@
 
 Both hooks are the ones DeepSpeed and FSDP integrations call, so the groups survive `accelerate launch` with any
 of the configs in `examples/accelerate/`. At `train()` rank 0 prints `distributed: engine=... world_size=...`
-(`distributed.py`), and a launch whose processes would train independent copies is refused. TRL's trainers get the same mixin in `trl_trainers.py`.
+(`distributed.py`), and a launch whose processes would train independent copies is refused. TRL's trainers get
+the same mixin in `trl_trainers.py`.
 """
 
 from __future__ import annotations
