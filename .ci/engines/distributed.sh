@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Distributed engines with 2 CPU processes (tests/test_training_engines.py): DDP, DeepSpeed ZeRO-2 / ZeRO-3, FSDP2.
 # Its own environment with the `deepspeed` extra (DeepSpeed builds from its sdist: about 2.5 min, gcc + ninja),
-# DeepSpeed's CPU accelerator and gloo. DeepSpeed JIT-builds its `deepspeed_shm_comm` op on first use (1-2.5 min
+# DeepSpeed's CPU accelerator and gloo. DeepSpeed JIT-builds its `deepspeed_shm_comm` op on first use (1.5-5.5 min
 # on 2 cores): it is built once here, into a cache inside this run, before the tests start their processes.
 # Measured on the 2-core CI machine: 9.2 min with pip's wheel cache and the op built; a cold run adds the DeepSpeed
 # sdist build (about 2.5 min) and the JIT op (1.5-5.5 min, depending on load).
