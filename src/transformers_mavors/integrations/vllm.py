@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import BatchFeature
-
 from vllm.config import VllmConfig
 from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal, SupportsPP
 from vllm.model_executor.models.utils import (
@@ -78,7 +77,11 @@ class MavorsVideoLoader(VideoLoader):
     @classmethod
     def load_bytes(cls, data: bytes, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         with VideoReader(data) as reader:
-            metadata = {"fps": reader.source_fps, "duration": reader.duration, "video_backend": VIDEO_LOADER_NAME}
+            metadata = {
+                "fps": reader.source_fps,
+                "duration": reader.duration,
+                "video_backend": VIDEO_LOADER_NAME,
+            }
         # no frames: the processor decodes `MediaWithBytes.original_bytes` itself
         return np.zeros((0,), dtype=np.uint8), metadata
 
@@ -153,7 +156,9 @@ class MavorsDummyInputsBuilder(BaseDummyInputsBuilder[MavorsProcessingInfo]):
         image_size = processor.image_processor.image_size
         side = image_size * int(np.ceil(np.sqrt(processor.image_processor.max_slices)))
         video = processor.video_processor
-        frames = np.zeros((video.max_chunks * video.frames_per_chunk, video.image_size, video.image_size, 3), np.uint8)
+        frames = np.zeros(
+            (video.max_chunks * video.frames_per_chunk, video.image_size, video.image_size, 3), np.uint8
+        )
         data = {}
         if mm_counts.get("image"):
             data["image"] = self._get_dummy_images(width=side, height=side, num_images=mm_counts["image"])
@@ -170,7 +175,9 @@ def _image_num_pieces(slice_grid: torch.Tensor) -> torch.Tensor:
 
 
 class MavorsMultiModalProcessor(BaseMultiModalProcessor[MavorsProcessingInfo]):
-    def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
+    def _call_hf_processor(
+        self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]
+    ) -> BatchFeature:
         data = dict(hf_data)
         images = data.pop("images", None)
         outputs = super()._call_hf_processor(data, hf_kwargs) if data else BatchFeature()
@@ -181,7 +188,9 @@ class MavorsMultiModalProcessor(BaseMultiModalProcessor[MavorsProcessingInfo]):
             pieces = _image_num_pieces(outputs["image_slice_grid"])
             patches = outputs["image_grid_thw"].prod(-1)
             outputs["image_num_pieces"] = pieces
-            outputs["image_num_patches"] = torch.stack([part.sum() for part in patches.split(pieces.tolist())])
+            outputs["image_num_patches"] = torch.stack(
+                [part.sum() for part in patches.split(pieces.tolist())]
+            )
         if "video_grid_thw" in outputs:
             outputs["video_num_patches"] = outputs["video_grid_thw"].prod(-1)
         return outputs
@@ -214,7 +223,9 @@ class MavorsMultiModalProcessor(BaseMultiModalProcessor[MavorsProcessingInfo]):
         if "video_num_patches" in hf_inputs:
             chunks = hf_inputs["video_grid_thw"][:, 0]
             fields.update(
-                pixel_values_videos=MultiModalFieldConfig.flat_from_sizes("video", hf_inputs["video_num_patches"]),
+                pixel_values_videos=MultiModalFieldConfig.flat_from_sizes(
+                    "video", hf_inputs["video_num_patches"]
+                ),
                 video_grid_thw=MultiModalFieldConfig.batched("video", keep_on_cpu=True),
                 video_chunk_positions=MultiModalFieldConfig.flat_from_sizes("video", chunks),
                 video_num_patches=MultiModalFieldConfig.batched("video", keep_on_cpu=True),
@@ -232,7 +243,10 @@ class MavorsMultiModalProcessor(BaseMultiModalProcessor[MavorsProcessingInfo]):
 
         def image_replacement(index: int) -> PromptUpdateDetails:
             item = out_mm_kwargs["image"][index].get_data()
-            inputs = {"image_slice_grid": item["image_slice_grid"][None], "image_grid_thw": item["image_grid_thw"]}
+            inputs = {
+                "image_slice_grid": item["image_slice_grid"][None],
+                "image_grid_thw": item["image_grid_thw"],
+            }
             text = processor.replace_image_token(inputs, 0)
             ids = tokenizer.encode(text, add_special_tokens=False)
             return PromptUpdateDetails.select_token_id(ids, processor.image_token_id)
@@ -240,11 +254,17 @@ class MavorsMultiModalProcessor(BaseMultiModalProcessor[MavorsProcessingInfo]):
         def video_replacement(index: int) -> PromptUpdateDetails:
             grid = out_mm_kwargs["video"][index].get_data()["video_grid_thw"]
             count = num_visual_tokens(grid.tolist(), processor.video_processor.spatial_merge_size)
-            return PromptUpdateDetails.select_token_id([processor.video_token_id] * count, processor.video_token_id)
+            return PromptUpdateDetails.select_token_id(
+                [processor.video_token_id] * count, processor.video_token_id
+            )
 
         return [
-            PromptReplacement(modality="image", target=[processor.image_token_id], replacement=image_replacement),
-            PromptReplacement(modality="video", target=[processor.video_token_id], replacement=video_replacement),
+            PromptReplacement(
+                modality="image", target=[processor.image_token_id], replacement=image_replacement
+            ),
+            PromptReplacement(
+                modality="video", target=[processor.video_token_id], replacement=video_replacement
+            ),
         ]
 
 
@@ -341,7 +361,9 @@ class MavorsForConditionalGenerationVLLM(nn.Module, SupportsMultiModal, Supports
     ) -> torch.Tensor | IntermediateTensors:
         if intermediate_tensors is not None:
             inputs_embeds = None
-        return self.language_model.model(input_ids, positions, intermediate_tensors, inputs_embeds=inputs_embeds)
+        return self.language_model.model(
+            input_ids, positions, intermediate_tensors, inputs_embeds=inputs_embeds
+        )
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         return self.language_model.compute_logits(hidden_states)
