@@ -1,0 +1,272 @@
+"""Serving throughput: vLLM against `model.generate`, N concurrent video requests (docs/serving.md, "Benchmark").
+
+For N = 1, 4 and 16 requests that all arrive at once (each a different video, the same question), three ways of
+answering them on the same tiny checkpoint and the same CPU threads:
+
+- `generate, one at a time`: `processor(...)` then `model.generate(...)` per request, in arrival order;
+- `generate, batched`: one left-padded batch of all N requests (`processor(text=[...], videos=[...])`);
+- `vLLM`: `vllm.LLM.generate` on all N requests (continuous batching, paged attention).
+
+Reported per way and N: requests per minute, output tokens per second, time to first token (p50 / p95, from the
+moment all requests arrive) and the share of the wall time spent decoding and preprocessing video
+(`MavorsProcessor`). Every answer has exactly `--new-tokens` tokens (EOS ignored), so the ways do the same work.
+Each measurement is the median of `--repeats` runs; all ways run in one process, one after another.
+
+Run in the serving environment (`.ci/engines/serving.sh` builds it):
+
+    HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 .venvs/serving/bin/python benchmarks/serving.py
+
+Writes `docs/serving_benchmark.json` and `docs/serving_benchmark.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+QUESTION = "Describe the video."
+
+
+class FirstTokenClock:
+    """A `generate` streamer that records when the first new token comes out (the first `put` is the prompt)."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.first_token_time: float | None = None
+
+    def put(self, value) -> None:
+        self.puts += 1
+        if self.puts == 2 and self.first_token_time is None:
+            self.first_token_time = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+class ProcessorClock:
+    """Wraps a processor's `__call__` to add up the seconds spent in it (video decoding and preprocessing)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summarize(n: int, wall: float, ttfts: list[float], decode: float, new_tokens: int) -> dict:
+    return {
+        "requests_per_minute": 60 * n / wall,
+        "output_tokens_per_second": n * new_tokens / wall,
+        "ttft_p50_s": percentile(ttfts, 50),
+        "ttft_p95_s": percentile(ttfts, 95),
+        "video_decode_share": decode / wall,
+        "wall_s": wall,
+    }
+
+
+def run_generate_one_at_a_time(model, processor, prompt, videos, new_tokens) -> dict:
+    clock = ProcessorClock()
+    call = clock.wrap(processor.__call__)
+    start = time.perf_counter()
+    ttfts = []
+    for video in videos:
+        inputs = call(text=prompt, videos=[video], return_tensors="pt")
+        first = FirstTokenClock()
+        with torch.no_grad():
+            model.generate(
+                **inputs,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                streamer=first,
+            )
+        ttfts.append(first.first_token_time - start)
+    return summarize(len(videos), time.perf_counter() - start, ttfts, clock.seconds, new_tokens)
+
+
+def run_generate_batched(model, processor, prompt, videos, new_tokens) -> dict:
+    clock = ProcessorClock()
+    call = clock.wrap(processor.__call__)
+    start = time.perf_counter()
+    processor.tokenizer.padding_side = "left"
+    inputs = call(text=[prompt] * len(videos), videos=videos, padding=True, return_tensors="pt")
+    first = FirstTokenClock()
+    with torch.no_grad():
+        model.generate(
+            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=first
+        )
+    wall = time.perf_counter() - start
+    # every request of the batch gets its first token at the same step
+    return summarize(
+        len(videos), wall, [first.first_token_time - start] * len(videos), clock.seconds, new_tokens
+    )
+
+
+def run_vllm(llm, clock: ProcessorClock, prompt, videos, new_tokens) -> dict:
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True, temperature=0.0)
+    requests = [{"prompt": prompt, "multi_modal_data": {"video": video}} for video in videos]
+    clock.seconds = 0.0
+    wall_start, start = time.time(), time.perf_counter()
+    outputs = llm.generate(requests, params, use_tqdm=False)
+    wall = time.perf_counter() - start
+    # vLLM stamps arrival (wall clock) and the first token's latency after it
+    ttfts = [out.metrics.arrival_time + out.metrics.first_token_latency - wall_start for out in outputs]
+    assert all(len(out.outputs[0].token_ids) == new_tokens for out in outputs)
+    return summarize(len(videos), wall, ttfts, clock.seconds, new_tokens)
+
+
+def median_run(function, repeats: int, *args) -> dict:
+    runs = [function(*args) for _ in range(repeats)]
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for way, by_n in results.items():
+        ns = [int(n) for n in by_n]
+        left.plot(ns, [by_n[str(n)]["requests_per_minute"] for n in ns], marker="o", label=way)
+        right.plot(ns, [by_n[str(n)]["ttft_p50_s"] for n in ns], marker="o", label=way)
+    for axis, label in ((left, "requests per minute"), (right, "time to first token, p50 (s)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks([1, 4, 16], ["1", "4", "16"])
+        axis.set_xlabel("concurrent video requests")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    left.legend()
+    figure.suptitle("Tiny Mavors on 2 CPU cores: vLLM (vllm-cpu 0.32) vs model.generate")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=DOCS / "serving_benchmark.json")
+    args = parser.parse_args(argv)
+
+    from vllm import LLM
+
+    from transformers_mavors import MavorsProcessor
+    from transformers_mavors.integrations import vllm as mavors_vllm
+    from transformers_mavors.integrations.serving_testing import build_tiny_serving_checkpoint
+    from transformers_mavors.testing_utils import write_sample_video
+
+    workdir = Path(tempfile.mkdtemp(prefix="mavors-serving-bench-"))
+    model = build_tiny_serving_checkpoint(workdir / "checkpoint")
+    processor = MavorsProcessor.from_pretrained(workdir / "checkpoint")
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    # a different 8 s video per request (the processor samples 32 frames, 8 chunks): no cache can help
+    videos = [
+        str(write_sample_video(workdir / f"video{i}.mp4", num_frames=64, fps=8, seed=i))
+        for i in range(max(args.concurrency))
+    ]
+
+    vllm_clock = ProcessorClock()
+    processor_class = mavors_vllm.MavorsMultiModalProcessor
+    processor_class._call_hf_processor = vllm_clock.wrap(processor_class._call_hf_processor)
+    llm = LLM(
+        model=str(workdir / "checkpoint"),
+        dtype="float32",
+        max_model_len=2048,
+        enforce_eager=True,
+        limit_mm_per_prompt={"video": 1},
+        enable_prefix_caching=False,  # the same videos recur across runs
+        mm_processor_cache_gb=0,
+        disable_log_stats=False,  # per-request first-token times
+        seed=0,
+    )
+
+    # warm-up: first calls allocate caches and load kernels
+    run_generate_one_at_a_time(model, processor, prompt, videos[:1], 2)
+    run_generate_batched(model, processor, prompt, videos[:2], 2)
+    run_vllm(llm, vllm_clock, prompt, videos[:2], 2)
+
+    results: dict[str, dict[str, dict]] = {"generate, one at a time": {}, "generate, batched": {}, "vLLM": {}}
+    for n in args.concurrency:
+        batch = videos[:n]
+        print(f"N = {n}", flush=True)
+        results["generate, one at a time"][str(n)] = median_run(
+            run_generate_one_at_a_time, args.repeats, model, processor, prompt, batch, args.new_tokens
+        )
+        results["generate, batched"][str(n)] = median_run(
+            run_generate_batched, args.repeats, model, processor, prompt, batch, args.new_tokens
+        )
+        results["vLLM"][str(n)] = median_run(
+            run_vllm, args.repeats, llm, vllm_clock, prompt, batch, args.new_tokens
+        )
+        for way in results:
+            row = results[way][str(n)]
+            print(
+                f"  {way:24s} {row['requests_per_minute']:8.1f} req/min  {row['output_tokens_per_second']:7.1f} tok/s"
+                f"  TTFT p50 {row['ttft_p50_s']:.2f} s p95 {row['ttft_p95_s']:.2f} s"
+                f"  video decode {100 * row['video_decode_share']:.0f}%",
+                flush=True,
+            )
+
+    ratios = {
+        str(n): {
+            "vllm_over_one_at_a_time": results["vLLM"][str(n)]["requests_per_minute"]
+            / results["generate, one at a time"][str(n)]["requests_per_minute"],
+            "vllm_over_batched": results["vLLM"][str(n)]["requests_per_minute"]
+            / results["generate, batched"][str(n)]["requests_per_minute"],
+        }
+        for n in args.concurrency
+    }
+    report = {
+        "setup": {
+            "model": "tiny Mavors (integrations/serving_testing.py), float32",
+            "videos": "8 s, 128x96, one per request; 8 chunks of 4 frames after sampling at 4 fps",
+            "new_tokens": args.new_tokens,
+            "repeats": args.repeats,
+            "threads": torch.get_num_threads(),
+            "command": "HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 .venvs/serving/bin/python benchmarks/serving.py",
+        },
+        "results": results,
+        "ratios": ratios,
+    }
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    plot(results, args.output.with_suffix(".png"))
+    print(json.dumps(ratios, indent=2))
+    llm.llm_engine.engine_core.shutdown()
+    return report
+
+
+if __name__ == "__main__":
+    main()
