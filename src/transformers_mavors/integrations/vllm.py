@@ -23,6 +23,7 @@ The pieces, in the order a request meets them:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -115,7 +116,7 @@ class MavorsDataParser(MultiModalDataParser):
             return None
         if self.is_embeddings(data):
             return super()._parse_video_data(data)
-        single = isinstance(data, (str, bytes, MediaWithBytes)) or (
+        single = isinstance(data, (str, os.PathLike, bytes, MediaWithBytes)) or (
             isinstance(data, (np.ndarray, torch.Tensor)) and data.ndim == 4
         )
         items = [data] if single else list(data)
@@ -180,7 +181,12 @@ class MavorsMultiModalProcessor(BaseMultiModalProcessor[MavorsProcessingInfo]):
     ) -> BatchFeature:
         data = dict(hf_data)
         images = data.pop("images", None)
-        outputs = super()._call_hf_processor(data, hf_kwargs) if data else BatchFeature()
+        try:
+            outputs = super()._call_hf_processor(data, hf_kwargs) if data else BatchFeature()
+        except ValueError as error:
+            # vLLM's message repeats the whole input (a video's bytes); keep the processor's own reason
+            reason = error.__cause__ or error
+            raise ValueError(f"Mavors could not process the video(s): {reason}") from reason
         if images:
             outputs.update(self._process_images(images, hf_kwargs))
         # vLLM slices every field per item: record how many pieces / patches each item owns
