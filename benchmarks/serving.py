@@ -10,13 +10,14 @@ answering them on the same tiny checkpoint and the same CPU threads:
 Reported per way and N: requests per minute, output tokens per second, time to first token (p50 / p95, from the
 moment all requests arrive) and the share of the wall time spent decoding and preprocessing video
 (`MavorsProcessor`). Every answer has exactly `--new-tokens` tokens (EOS ignored), so the ways do the same work.
-Each measurement is the median of `--repeats` runs; all ways run in one process, one after another.
+Each measurement is the median of `--repeats` runs (5); all ways run in one process, one after another.
 
 Run in the serving environment (`.ci/engines/serving.sh` builds it):
 
     HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 .venvs/serving/bin/python benchmarks/serving.py
 
-Writes `docs/serving_benchmark.json` and `docs/serving_benchmark.png`.
+Writes `docs/serving_benchmark.json`, and `docs/serving_benchmark.png` where matplotlib is installed (else redraw
+it from the JSON with `python benchmarks/serving.py --plot-only` in the main environment).
 """
 
 from __future__ import annotations
@@ -173,9 +174,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output", type=Path, default=DOCS / "serving_benchmark.json")
+    parser.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="redraw the plot from --output (needs matplotlib, which the serving environment lacks)",
+    )
     args = parser.parse_args(argv)
+    if args.plot_only:
+        report = json.loads(args.output.read_text())
+        plot(report["results"], args.output.with_suffix(".png"))
+        return report
 
     from vllm import LLM
 
@@ -262,9 +272,12 @@ def main(argv: list[str] | None = None) -> dict:
         "ratios": ratios,
     }
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    plot(results, args.output.with_suffix(".png"))
     print(json.dumps(ratios, indent=2))
     llm.llm_engine.engine_core.shutdown()
+    try:
+        plot(results, args.output.with_suffix(".png"))
+    except ImportError:
+        print(f"matplotlib is not installed: draw the plot with `python {__file__} --plot-only`")
     return report
 
 
