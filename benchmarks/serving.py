@@ -10,8 +10,8 @@ answering them on the same tiny checkpoint and the same CPU threads:
 Reported per way and N: requests per minute, output tokens per second, time to first token (p50 / p95, from the
 moment all requests arrive) and the share of the wall time spent decoding and preprocessing video
 (`MavorsProcessor`). Every answer has exactly `--new-tokens` tokens (EOS ignored), so the ways do the same work.
-Each measurement is the median of `--repeats` runs (5); all ways run in one process,
-`generate` before vLLM's engine is started (an idle engine process still polls and would slow `generate`).
+Each measurement is the median of `--repeats` runs (5); all ways run in one process and
+take turns within each repeat, so changes in the machine's load hit them alike.
 
 Run in the serving environment (`.ci/engines/serving.sh` builds it):
 
@@ -143,11 +143,6 @@ def run_vllm(llm, clock: ProcessorClock, prompt, videos, new_tokens) -> dict:
     return summarize(len(videos), wall, ttfts, clock.seconds, new_tokens)
 
 
-def median_run(function, repeats: int, *args) -> dict:
-    runs = [function(*args) for _ in range(repeats)]
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-
-
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -209,19 +204,6 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(max(args.concurrency))
     ]
 
-    results: dict[str, dict[str, dict]] = {"generate, one at a time": {}, "generate, batched": {}, "vLLM": {}}
-    # `generate` first, before vLLM's engine process exists: once started, its busy polling takes CPU
-    run_generate_one_at_a_time(model, processor, prompt, videos[:1], 2)  # warm-up
-    run_generate_batched(model, processor, prompt, videos[:2], 2)
-    for n in args.concurrency:
-        print(f"generate, N = {n}", flush=True)
-        results["generate, one at a time"][str(n)] = median_run(
-            run_generate_one_at_a_time, args.repeats, model, processor, prompt, videos[:n], args.new_tokens
-        )
-        results["generate, batched"][str(n)] = median_run(
-            run_generate_batched, args.repeats, model, processor, prompt, videos[:n], args.new_tokens
-        )
-
     vllm_clock = ProcessorClock()
     processor_class = mavors_vllm.MavorsMultiModalProcessor
     processor_class._call_hf_processor = vllm_clock.wrap(processor_class._call_hf_processor)
@@ -236,12 +218,30 @@ def main(argv: list[str] | None = None) -> dict:
         disable_log_stats=False,  # per-request first-token times
         seed=0,
     )
-    run_vllm(llm, vllm_clock, prompt, videos[:2], 2)  # warm-up
+    ways = {
+        "generate, one at a time": lambda batch: run_generate_one_at_a_time(
+            model, processor, prompt, batch, args.new_tokens
+        ),
+        "generate, batched": lambda batch: run_generate_batched(
+            model, processor, prompt, batch, args.new_tokens
+        ),
+        "vLLM": lambda batch: run_vllm(llm, vllm_clock, prompt, batch, args.new_tokens),
+    }
+    for way in ways.values():  # warm-up: first calls allocate caches and load kernels
+        way(videos[:2])
+
+    results: dict[str, dict[str, dict]] = {way: {} for way in ways}
     for n in args.concurrency:
-        print(f"vLLM, N = {n}", flush=True)
-        results["vLLM"][str(n)] = median_run(
-            run_vllm, args.repeats, llm, vllm_clock, prompt, videos[:n], args.new_tokens
-        )
+        print(f"N = {n}", flush=True)
+        # the ways take turns within each repeat, so a change in the machine's load hits all of them alike
+        runs = {way: [] for way in ways}
+        for _ in range(args.repeats):
+            for way, run in ways.items():
+                runs[way].append(run(videos[:n]))
+        for way, measured in runs.items():
+            results[way][str(n)] = {
+                key: statistics.median(run[key] for run in measured) for key in measured[0]
+            }
     for n in args.concurrency:
         for way in results:
             row = results[way][str(n)]
