@@ -34,8 +34,9 @@ def test_dependencies_never_name_torchvision():
 
 
 def test_serving_ci_runs_the_documented_install_verbatim():
-    """docs/serving.md's first bash block is the CPU install; .ci/engines/serving.sh runs it, in an activated venv."""
-    install = re.findall(r"```bash\n(.*?)```", (ROOT / "docs" / "serving.md").read_text(), flags=re.S)[0].strip()
+    """docs/serving.md's first bash block is the CPU install; .ci/engines/serving.sh runs it in an activated venv."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "docs" / "serving.md").read_text(), flags=re.S)
+    install = blocks[0].strip()
     assert "pip install torch==2.13.0" in install and "[serving]" in install
     script = (ROOT / ".ci" / "engines" / "serving.sh").read_text()
     lines = [line.strip() for line in script.splitlines()]
