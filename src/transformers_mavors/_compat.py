@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import transformers
+from packaging import version
 from transformers import CONFIG_MAPPING
 
 try:  # transformers >= 5.20: sub-configs are declared with defaults (`sub_configs_defaults`)
@@ -46,4 +48,4 @@ def enable_activation_checkpointing(model: Any, checkpointing_kwargs: dict | Non
 
 
 # `apply_chat_template(..., sanitize_control_tokens=True)` arrived in transformers 5.20; 5.19 ignores the option.
-SUPPORTS_SANITIZE_CONTROL_TOKENS = HAS_SUB_CONFIG_SPEC
+SUPPORTS_SANITIZE_CONTROL_TOKENS = version.parse(transformers.__version__).release >= (5, 20)
