@@ -240,9 +240,10 @@ class MavorsVideoSession:
         return len(self._chunks)
 
     @property
-    def playback_speed(self) -> int:
-        """1, or 2, 4, ... after chunk thinning: one stream chunk in that many is kept."""
-        return self._stride
+    def playback_speed(self) -> float:
+        """1, or 2, 4, ... after chunk thinning (one stream chunk in that many is kept); for `from_video`, the
+        processor's accelerated-playback speed."""
+        return self._speed if self._frozen else float(self._stride)
 
     @property
     def chunk_positions(self) -> list[int]:
@@ -282,6 +283,7 @@ class MavorsVideoSession:
             self._start_time: float | None = None
             self._last_frame: PIL.Image.Image | None = None
             self._frozen = False
+            self._speed = 1.0
 
     # -- frames in ---------------------------------------------------------------------------------------------
 
@@ -554,7 +556,7 @@ class MavorsVideoSession:
         fps: float | None = None,
         max_chunks: int | None = None,
         video_metadata: Any = None,
-    ) -> "MavorsVideoSession":
+    ) -> MavorsVideoSession:
         """Encode a whole video once (a file, or frames) for any number of `ask` calls.
 
         The video goes through the processor as the pipeline sends it (fixed-fps sampling, accelerated playback
@@ -573,8 +575,10 @@ class MavorsVideoSession:
         with session._lock:
             session._frame_size = (metadata.width, metadata.height)
             session._num_targets = metadata.num_frames
-            session._stride = max(1, round(metadata.playback_speed))
-            session._chunks = [_Chunk(i, p, chunk) for i, (p, chunk) in enumerate(zip(positions, pooled))]
+            session._speed = float(metadata.playback_speed)
+            session._chunks = [
+                _Chunk(i, p, chunk) for i, (p, chunk) in enumerate(zip(positions, pooled, strict=True))
+            ]
             session._rebuild()
             session._frozen = True
         return session
