@@ -345,3 +345,20 @@ def test_run_chat_answers_until_an_empty_line(model, processor):
         raise EOFError
 
     assert run_chat(session, read_line=end_of_input, write=written.append) == 0
+
+
+def test_live_video_example_answers_while_the_file_plays():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "live_video.py"
+    result = subprocess.run(
+        [sys.executable, str(example), "--speed", "16", "--every", "4", "--max-new-tokens", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "chunks cached" in line]
+    assert len(lines) >= 3  # 12 s of video: questions at 4 s, 8 s and at the end
