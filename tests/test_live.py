@@ -119,7 +119,12 @@ def test_ask_equals_the_pipeline_on_the_whole_clip(model, processor, pipe, num_f
     assert session.num_frames == num_frames and session.num_chunks == num_frames // F
 
     inputs = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": QUESTION}]}],
+        [
+            {
+                "role": "user",
+                "content": [{"type": "video", "video": frames}, {"type": "text", "text": QUESTION}],
+            }
+        ],
         add_generation_prompt=True,
         tokenize=True,
         return_dict=True,
@@ -153,12 +158,13 @@ def test_from_video_equals_the_pipeline_with_accelerated_playback(model, process
     # 40 frames at 8 fps = 5 s = 20 targets at fps 4; max_chunks=3 keeps 12 of them (accelerated playback)
     session = MavorsVideoSession.from_video(model, processor, path, fps=FPS, max_chunks=3)
     assert session.num_chunks == 3 and session.playback_speed > 1
-    assert session.chunk_positions == processor.video_processor.plan_video(path, fps=FPS, max_chunks=3)[
-        "chunk_positions"
-    ]
+    assert (
+        session.chunk_positions
+        == processor.video_processor.plan_video(path, fps=FPS, max_chunks=3)["chunk_positions"]
+    )
     for question in (QUESTION, "Describe the video."):
         reference, reference_scores = answer_with_scores(
-            lambda **kw: pipeline_answer(pipe, path, question, fps=FPS, max_chunks=3, **kw)
+            lambda question=question, **kw: pipeline_answer(pipe, path, question, fps=FPS, max_chunks=3, **kw)
         )
         answer, scores = answer_with_scores(session.ask, text=question)
         assert answer == reference
@@ -189,27 +195,29 @@ class CallRecorder:
 
 def test_second_ask_runs_no_vision_and_prefills_only_the_question(model, processor):
     session = MavorsVideoSession(model, processor, fps=FPS)
-    session.append(make_sample_frames(3 * F + 1, 96, 128))  # a pending partial chunk too
-    session.ask(QUESTION, **GREEDY)
+    session.append(make_sample_frames(3 * F + 1, 96, 128))  # 3 chunks and a pending partial one
     vision = CallRecorder(model.model.vision_model.embeddings, dim=0)
     language = CallRecorder(model.model.language_model)
+    questions = ("Describe the video.", "How many shapes are there?")
+    suffixes = [len(session._prompt_parts(q)[1]) for q in questions]
     try:
-        for question in ("Describe the video.", "How many shapes are there?"):
+        session.ask(questions[0], max_new_tokens=3, do_sample=False)
+        pending_tokens = session._provisional_tokens
+        assert vision.calls == [1] and pending_tokens > 0  # the padded partial chunk, once
+        # prefill: the pending chunk's tokens, then the question's but its last, then generate (one token a step)
+        assert language.calls == [pending_tokens, suffixes[0] - 1, 1, 1, 1]
+        for question, suffix in zip(questions, suffixes, strict=True):
             vision.calls.clear(), language.calls.clear()
-            prompt = session.prompt_ids(question)
             session.ask(question, max_new_tokens=3, do_sample=False)
-            suffix = len(session._prompt_parts(question)[1])
-            assert vision.calls == [1]  # the pending partial chunk only, one chunk of rows
-            pending_tokens = prompt.count(processor.video_token_id) - sum(f.shape[0] for f in session._features)
-            # prefill: pending chunk + question minus its last token, then generate's steps of one token
-            assert language.calls == [pending_tokens + suffix - 1, 1, 1, 1]
-        session.append(make_sample_frames(F - 1, 96, 128, seed=3))  # completes the chunk: no partial left
+            assert vision.calls == []
+            assert language.calls == [suffix - 1, 1, 1, 1]
+        # a new frame makes the padded chunk stale: it is encoded again, once
+        session.append(make_sample_frames(1, 96, 128, seed=3))
         vision.calls.clear(), language.calls.clear()
-        session.ask("Describe the video.", max_new_tokens=2, do_sample=False)
-        session.ask("How many shapes are there?", max_new_tokens=2, do_sample=False)
-        suffixes = [len(session._prompt_parts(q)[1]) for q in ("Describe the video.", "How many shapes are there?")]
-        assert vision.calls == []
-        assert language.calls == [suffixes[0] - 1, 1, 1, suffixes[1] - 1, 1, 1]
+        session.ask(questions[0], max_new_tokens=1, do_sample=False)
+        session.ask(questions[1], max_new_tokens=1, do_sample=False)
+        assert vision.calls == [1]
+        assert language.calls == [session._provisional_tokens, suffixes[0] - 1, 1, suffixes[1] - 1, 1]
     finally:
         vision.remove(), language.remove()
 
@@ -325,7 +333,9 @@ def test_text_iterator_streamer_streams_the_answer(model, processor):
     session.append(make_sample_frames(2 * F + 3, 96, 128))
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     result = {}
-    thread = threading.Thread(target=lambda: result.update(answer=session.ask(QUESTION, streamer=streamer, **GREEDY)))
+    thread = threading.Thread(
+        target=lambda: result.update(answer=session.ask(QUESTION, streamer=streamer, **GREEDY))
+    )
     thread.start()
     streamed = "".join(streamer)
     thread.join(timeout=60)

@@ -278,6 +278,7 @@ class MavorsVideoSession:
             self._features: list[torch.Tensor] = []
             self._ifa_cache = AggregatorCache()
             self._llm_cache: DynamicCache | None = None
+            self._provisional_frames = self._provisional_tokens = 0
             self._timed: bool | None = None
             self._last_time: float | None = None
             self._start_time: float | None = None
@@ -377,6 +378,7 @@ class MavorsVideoSession:
         """One frame at the session's fps: kept for its chunk (unless thinning skips the chunk)."""
         chunk = self._num_targets // self.frames_per_chunk
         self._num_targets += 1
+        self._drop_provisional()  # the pending chunk changes (or a skipped one starts): its padded version is stale
         if chunk % self._stride:
             return  # a chunk thinning skips: never encoded
         self._pending.append(image)
@@ -449,11 +451,34 @@ class MavorsVideoSession:
     def _rebuild(self) -> None:
         self._ifa_cache.reset()
         self._llm_cache = None
+        self._provisional_frames = self._provisional_tokens = 0
         features = self._project(
             self._aggregate([c.pooled for c in self._chunks], [c.position for c in self._chunks], commit=True)
         )
         self._features = list(features.split(self._chunks[0].pooled.shape[0]))
         self._llm_extend(features)
+
+    def _encode_pending(self) -> None:
+        """Put the pending partial chunk, padded, on the language model's cache (provisionally: its IFA keys/values
+        are not cached, its LLM entries are cropped once a frame arrives). Encoded once per state of the chunk."""
+        if not self._pending or self._provisional_frames == len(self._pending):
+            return
+        self._drop_provisional()
+        pooled = self._pooled_chunks(self._pending)[0]
+        position = self._num_targets // self.frames_per_chunk
+        features = self._project(self._aggregate([pooled], [position], commit=False))
+        self._llm_extend(features)
+        self._provisional_frames, self._provisional_tokens = len(self._pending), features.shape[0]
+
+    def _drop_provisional(self) -> None:
+        if self._provisional_tokens:
+            self._crop_llm(self._llm_cache.get_seq_length() - self._provisional_tokens)
+        self._provisional_frames = self._provisional_tokens = 0
+
+    def _crop_llm(self, length: int) -> None:
+        extra = self._llm_cache.get_seq_length() - length
+        if extra > 0:
+            self._llm_cache.crop(-extra)
 
     # -- questions out -----------------------------------------------------------------------------------------
 
@@ -503,9 +528,9 @@ class MavorsVideoSession:
     def ask(self, text: str, **generate_kwargs: Any) -> str:
         """Answer `text` about every frame appended so far; returns the new text, special tokens skipped.
 
-        A pending partial chunk is encoded padded (as the processor pads a video's last chunk) without entering the
-        cache. The question's tokens are prefilled on a copy-free extension of the video-prefix cache, which is
-        cropped back afterwards. `generate_kwargs` go to `model.generate` (`max_new_tokens`, `do_sample`,
+        A pending partial chunk is encoded padded (as the processor pads a video's last chunk), once per state of
+        that chunk: its IFA keys/values are not cached, its tokens stay on the language model's cache until a frame
+        arrives. The question's tokens are prefilled on the video-prefix cache, which is cropped back afterwards. `generate_kwargs` go to `model.generate` (`max_new_tokens`, `do_sample`,
         `streamer`, `logits_processor`, ...).
         """
         if not isinstance(text, str):
@@ -514,18 +539,12 @@ class MavorsVideoSession:
             if not self._chunks and not self._pending:
                 raise ValueError("the session holds no frames yet; append frames before asking")
             ids, suffix, _ = self._prompt_parts(text)
-            cache_length = self._llm_cache.get_seq_length() if self._llm_cache is not None else 0
-            pending = None
-            if self._pending:
-                pending_index = self._num_targets // self.frames_per_chunk
-                pooled = self._pooled_chunks(self._pending)[0]
-                pending = self._project(self._aggregate([pooled], [pending_index], commit=False))
+            self._encode_pending()
+            keep = self._llm_cache.get_seq_length()  # the video prefix, the pending chunk included
             try:
                 embeds = self.model.get_input_embeddings()(torch.tensor([suffix], device=self.model.device))[
                     0
                 ]
-                if pending is not None:
-                    embeds = torch.cat((pending.to(embeds.dtype), embeds))
                 # everything but the last prompt token here; generate prefills that one and decodes
                 self._llm_extend(embeds[:-1])
                 input_ids = torch.tensor([ids], device=self.model.device)
@@ -533,12 +552,8 @@ class MavorsVideoSession:
                 output = self.model.generate(
                     input_ids=input_ids, past_key_values=self._llm_cache, **generate_kwargs
                 )
-            finally:
-                if self._llm_cache is not None:
-                    if cache_length:  # drop the question and answer: the cache holds the video prefix again
-                        self._llm_cache.crop(cache_length - self._llm_cache.get_seq_length())
-                    else:  # nothing was cached before this ask (only a partial chunk): start clean next time
-                        self._llm_cache = None
+            finally:  # drop the question and the answer: the cache holds the video alone again
+                self._crop_llm(keep)
             sequences = output.sequences if hasattr(output, "sequences") else output
             return self.processor.post_process_image_text_to_text(
                 sequences[:, input_ids.shape[1] :], skip_special_tokens=True
