@@ -171,8 +171,9 @@ class MavorsVideoSession:
     - `ask(q)` gives what `pipeline("video-text-to-text")` gives on all frames appended so far, with the same
       `fps` and no accelerated playback: the prompt is the processor's one-video chat (the chat template rendered
       and split around the video), a partial last chunk is padded as the processor pads it.
-    - Every completed chunk runs the IVE once; an `ask` runs the vision tower only on a pending partial chunk and
-      prefills only that chunk's tokens and the question's; neither the question nor the answer stays in the cache.
+    - Every completed chunk runs the IVE once. An `ask` runs the vision tower only on a pending partial chunk that
+      changed since the last `ask` (padded, kept provisionally until its next frame arrives) and otherwise prefills
+      only the question's tokens; neither the question nor the answer stays in the cache.
     - Memory is bounded by `max_chunks` (the chunk budget, default the processor's): when a completed chunk would
       exceed it, every other encoded chunk is dropped and from then on only every 2nd (4th, ...) chunk of the
       stream is encoded (chunk thinning, see docs/live-video.md). Kept chunks keep their C-RoPE ids, so the model
@@ -254,6 +255,10 @@ class MavorsVideoSession:
     def cached_bytes(self) -> dict[str, int]:
         """Bytes held per part of the cached state (pooled IVE tokens, IFA keys/values, projected tokens, LLM cache,
         pending frames)."""
+        with self._lock:
+            return self._cached_bytes()
+
+    def _cached_bytes(self) -> dict[str, int]:
         llm = 0
         for layer in getattr(self._llm_cache, "layers", []) if self._llm_cache is not None else []:
             for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
