@@ -342,6 +342,18 @@ def test_text_iterator_streamer_streams_the_answer(model, processor):
     assert streamed == result["answer"] == session.ask(QUESTION, **GREEDY)
 
 
+def test_appends_from_a_capture_thread_interleave_safely_with_asks(model, processor, pipe):
+    frames = make_sample_frames(3 * F + 2, 96, 128, seed=11)
+    session = MavorsVideoSession(model, processor, fps=FPS)
+    camera = threading.Thread(target=lambda: [session.append(frame) for frame in frames])
+    camera.start()
+    while camera.is_alive():
+        if session.num_frames:
+            session.ask(QUESTION, max_new_tokens=1, do_sample=False)  # each sees a consistent prefix
+    camera.join(timeout=60)
+    assert session.ask(QUESTION, **GREEDY) == pipeline_answer(pipe, frames, fps=FPS, **GREEDY)
+
+
 def test_run_chat_answers_until_an_empty_line(model, processor):
     session = MavorsVideoSession(model, processor, fps=FPS)
     session.append(make_sample_frames(2 * F, 96, 128))
