@@ -384,3 +384,27 @@ def test_live_video_example_answers_while_the_file_plays():
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if "chunks cached" in line]
     assert len(lines) >= 3  # 12 s of video: questions at 4 s, 8 s and at the end
+
+
+def test_mavors_chat_answers_each_line_as_the_pipeline_does(model, processor, pipe, tmp_path):
+    import subprocess
+    import sys
+
+    checkpoint = tmp_path / "ckpt"
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    path = str(write_sample_video(tmp_path / "clip.mp4", num_frames=40, fps=8))
+    questions = [QUESTION, "Describe the video."]
+    code = "import sys; from transformers_mavors_cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "chat", "--model", str(checkpoint), "--video", path, "--fps", "4"]
+        + ["--max-chunks", "3", "--max-new-tokens", "6"],
+        input="\n".join(questions) + "\n\nnot asked\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = [pipeline_answer(pipe, path, q, fps=FPS, max_chunks=3, **GREEDY).strip() for q in questions]
+    assert result.stdout == "".join(answer + "\n" for answer in expected)
+    assert "encoded once" in result.stderr
