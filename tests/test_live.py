@@ -369,6 +369,7 @@ def test_run_chat_answers_until_an_empty_line(model, processor):
     assert run_chat(session, read_line=end_of_input, write=written.append) == 0
 
 
+@pytest.mark.slow
 def test_live_video_example_answers_while_the_file_plays():
     import subprocess
     import sys

@@ -395,10 +395,14 @@ class MavorsVideoSession:
 
     def _pooled_chunks(self, frames: list[PIL.Image.Image]) -> torch.Tensor:
         """IVE of frames (one chunk, or a whole video): the processor's rows -> pooled `(chunks, n, d_V)`."""
-        video = self.processor.video_processor(
-            frames, fps=self.fps, max_chunks=-(-len(frames) // self.frames_per_chunk), return_tensors="pt"
-        )
+        video = self._process(frames, fps=self.fps, max_chunks=-(-len(frames) // self.frames_per_chunk))
         return self._encode_rows(video["pixel_values_videos"], video["video_grid_thw"][0].tolist())
+
+    def _process(self, video: Any, **options: Any) -> Any:
+        """The processor's video path. Outside inference mode even under `torch.inference_mode()`: the processor
+        packs a file's chunks on a worker thread, which may not write to an inference tensor."""
+        with torch.inference_mode(False):
+            return self.processor.video_processor(video, return_tensors="pt", **options)
 
     def _encode_rows(self, rows: torch.Tensor, grid: list[int]) -> torch.Tensor:
         vision = self.model.model.vision_model
@@ -587,7 +591,7 @@ class MavorsVideoSession:
         options = {"fps": session.fps, "max_chunks": session.max_chunks, "return_metadata": True}
         if video_metadata is not None:
             options["video_metadata"] = video_metadata
-        video = processor.video_processor(path_or_frames, return_tensors="pt", **options)
+        video = session._process(path_or_frames, **options)
         grid = video["video_grid_thw"][0].tolist()
         metadata = video["video_metadata"][0]
         positions = video["video_chunk_positions"].tolist()
