@@ -409,3 +409,24 @@ def test_mavors_chat_answers_each_line_as_the_pipeline_does(model, processor, pi
     expected = [pipeline_answer(pipe, path, q, fps=FPS, max_chunks=3, **GREEDY).strip() for q in questions]
     assert result.stdout == "".join(answer + "\n" for answer in expected)
     assert "encoded once" in result.stderr
+
+
+def test_mavors_chat_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys; from transformers_mavors_cli import main; sys.exit(main(sys.argv[1:]))"
+    usage = subprocess.run([sys.executable, "-c", code, "chat"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "--video" in usage.stderr
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "chat", "--video", str(broken)],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "mavors chat: error:" in result.stderr and "broken.mp4" in result.stderr
+    assert "Traceback" not in result.stderr
