@@ -216,7 +216,7 @@ def run_niah(args) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from .hub import check_checkpoint_dir
-    from .synthetic import niah
+    from .evaluation import niah
 
     model_dir = args.model
     check_checkpoint_dir(model_dir)
