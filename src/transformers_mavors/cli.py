@@ -215,8 +215,8 @@ def run_inspect(args) -> int:
 def run_niah(args) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .hub import check_checkpoint_dir
     from .evaluation import niah
+    from .hub import check_checkpoint_dir
 
     model_dir = args.model
     check_checkpoint_dir(model_dir)
