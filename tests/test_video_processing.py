@@ -185,6 +185,16 @@ def test_path_file_object_and_bytes_give_identical_output(clip_5s):
         )
 
 
+def test_files_process_under_inference_mode(clip_5s):
+    """Files are packed on a worker thread; inference mode is per thread, so the worker takes the caller's."""
+    processor = make_processor()
+    expected = processor(clip_5s)["pixel_values_videos"]
+    with torch.inference_mode():
+        packed = processor(clip_5s)["pixel_values_videos"]
+    assert packed.is_inference()
+    torch.testing.assert_close(packed, expected, atol=0, rtol=0)
+
+
 def test_frame_lists_of_pil_images_and_tensors_match_arrays():
     frames = np.random.default_rng(0).integers(0, 256, (6, 40, 60, 3), dtype=np.uint8)
     processor = make_processor()

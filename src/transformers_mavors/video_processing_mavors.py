@@ -316,6 +316,8 @@ class _ChunkWriter:
         self.last: np.ndarray | None = None
         self._error: BaseException | None = None
         self._queue: queue.Queue | None = None
+        # the worker packs into `out` in place: it runs under the caller's inference mode, which is per thread
+        self._inference_mode = torch.is_inference_mode_enabled()
         if threaded:
             self._queue = queue.Queue(maxsize=2 * frames_per_chunk)
             self._worker = threading.Thread(target=self._work, name="mavors-video-packer", daemon=True)
@@ -349,12 +351,13 @@ class _ChunkWriter:
             raise self._error
 
     def _work(self) -> None:
-        while (item := self._queue.get()) is not _STOP:
-            if self._error is None:
-                try:
-                    self._consume(item)
-                except BaseException as error:  # re-raised in the calling thread by `close`
-                    self._error = error
+        with torch.inference_mode(self._inference_mode):
+            while (item := self._queue.get()) is not _STOP:
+                if self._error is None:
+                    try:
+                        self._consume(item)
+                    except BaseException as error:  # re-raised in the calling thread by `close`
+                        self._error = error
 
     def _consume(self, item: Any) -> None:
         if item is _REPEAT:
