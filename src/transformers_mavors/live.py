@@ -399,10 +399,8 @@ class MavorsVideoSession:
         return self._encode_rows(video["pixel_values_videos"], video["video_grid_thw"][0].tolist())
 
     def _process(self, video: Any, **options: Any) -> Any:
-        """The processor's video path. Outside inference mode even under `torch.inference_mode()`: the processor
-        packs a file's chunks on a worker thread, which may not write to an inference tensor."""
-        with torch.inference_mode(False):
-            return self.processor.video_processor(video, return_tensors="pt", **options)
+        """The processor's video path (the same sampling, resizing and packing as offline)."""
+        return self.processor.video_processor(video, return_tensors="pt", **options)
 
     def _encode_rows(self, rows: torch.Tensor, grid: list[int]) -> torch.Tensor:
         vision = self.model.model.vision_model
