@@ -48,6 +48,8 @@ DEFAULT_MAX_IMAGE_PIXELS = 2**27
 # Input dtypes understood by `array_to_rgb_image`, and the value range each is taken to have.
 _ACCEPTED_DTYPES = "uint8 (0-255), uint16 (0-65535), bool, float16/float32/float64 (0-1)"
 
+# Float pixels this far outside [0, 1] are still accepted (rounding of computed images), and clipped.
+_FLOAT_RANGE_SLACK = 1e-3
 # A file whose decodable frames end this much earlier than its header's duration is reported as truncated.
 TRUNCATION_TOLERANCE_SECONDS = 1.0
 # Seek instead of decoding through when the next wanted frame is this many keyframe intervals ahead.
@@ -188,6 +190,25 @@ def _to_uint8(array: np.ndarray, high_bit_depth: bool = True) -> np.ndarray:
     raise TypeError(f"unsupported pixel dtype {array.dtype}; accepted: {_ACCEPTED_DTYPES}")
 
 
+def check_float_range(array: np.ndarray, name: str) -> None:
+    """`ValueError` unless a float pixel array is finite and in [0, 1], naming the range found.
+
+    Clipping would hide the usual mistake, a 0-255 float array (it would come out nearly all white)."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        kinds = [
+            label for label, bad in (("NaN", np.isnan(array).any()), ("inf", np.isinf(array).any())) if bad
+        ]
+        raise ValueError(
+            f"{name}: float pixels must be finite and in [0, 1], found {' and '.join(kinds)} "
+            f"({int((~finite).sum())} values)"
+        )
+    low, high = float(array.min()), float(array.max())
+    if low < -_FLOAT_RANGE_SLACK or high > 1.0 + _FLOAT_RANGE_SLACK:
+        hint = "; divide by 255 (or pass uint8)" if high > 1.0 and low >= 0.0 and high <= 255.0 else ""
+        raise ValueError(f"{name}: float pixels must be in [0, 1], found values in [{low:g}, {high:g}]{hint}")
+
+
 def array_to_rgb_image(array: np.ndarray | torch.Tensor, name: str) -> PIL.Image.Image:
     """PIL RGB image of a (H, W), (H, W, C) or (C, H, W) array, C in {1, 3, 4} (4 = RGBA, composited on white)."""
     if isinstance(array, torch.Tensor):
@@ -211,6 +232,8 @@ def array_to_rgb_image(array: np.ndarray | torch.Tensor, name: str) -> PIL.Image
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{name} has a zero size ({array.shape[1]}x{array.shape[0]} pixels)")
+    if array.dtype.kind == "f":
+        check_float_range(array, name)
     array = _to_uint8(array, high_bit_depth=False)
     channels = array.shape[-1]
     if channels == 1:
@@ -729,6 +752,7 @@ __all__ = [
     "MAX_ASPECT_RATIO",
     "VideoReader",
     "array_to_rgb_image",
+    "check_float_range",
     "check_image_size",
     "check_media_file",
     "describe_input",
