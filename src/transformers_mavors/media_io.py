@@ -130,7 +130,12 @@ def open_image(
     if isinstance(source, str) and (source.startswith(("http://", "https://")) or source.startswith("data:")):
         from transformers.image_utils import load_image
 
-        image = load_image(source)
+        try:
+            image = load_image(source)
+        except Exception as error:  # the HTTP client's own errors (httpx, or its absence) included
+            raise ValueError(
+                f"image {name} cannot be fetched or read ({type(error).__name__}: {error})"
+            ) from error
         check_image_size(image.width, image.height, max_pixels, f"image {name}")
         return image
     if isinstance(source, bytes):

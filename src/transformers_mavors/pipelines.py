@@ -7,6 +7,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import Pipeline
 from transformers.pipelines.image_text_to_text import Chat, ImageTextToTextPipeline
 
+from .chat_messages import validate_conversation
 from .configuration_mavors import check_token_compression_threshold
 
 # Processor options a pipeline call may set, routed into `processor_kwargs`. The parent pipeline would pass them to
@@ -48,6 +49,16 @@ def _is_chat(value) -> bool:
 
 def _is_chat_list(value) -> bool:
     return isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_chat(v) for v in value)
+
+
+def _looks_like_chat(value) -> bool:
+    """A list holding dicts (messages) or lists of dicts (chats): checked as chat messages, not as prompts."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    first = value[0]
+    return isinstance(first, dict) or (
+        isinstance(first, (list, tuple)) and any(isinstance(m, dict) for m in first)
+    )
 
 
 def _as_list(value) -> list:
@@ -157,6 +168,8 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
     @staticmethod
     def _to_chats(videos, text, images) -> tuple[list[Chat], bool]:
         """Normalise the call's inputs into chats; `single` when the caller passed one prompt (not a list)."""
+        if _looks_like_chat(text):
+            validate_conversation(text)
         if _is_chat(text) or _is_chat_list(text):
             if videos is not None or images is not None:
                 raise ValueError("with chat messages, put videos and images inside the messages' content")

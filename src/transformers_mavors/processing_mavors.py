@@ -49,6 +49,7 @@ from transformers.processing_utils import MultiModalData, ProcessingKwargs, Proc
 from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
+from .chat_messages import validate_conversation
 from .configuration_mavors import (
     IMAGE_TOKEN,
     VIDEO_TOKEN,
@@ -300,6 +301,12 @@ class MavorsProcessor(ProcessorMixin):
             video_processor=MavorsVideoProcessor(**video_kwargs),
             tokenizer=tokenizer,
         )
+
+    def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any) -> Any:
+        """`ProcessorMixin.apply_chat_template`, after checking the messages: a malformed chat is a
+        `TypeError`/`ValueError` naming the message, the content block and what is accepted."""
+        validate_conversation(conversation)
+        return super().apply_chat_template(conversation, chat_template, **kwargs)
 
     # -- ProcessorMixin's hooks --------------------------------------------------------------------------------
     # `ProcessorMixin.__call__` runs: prepare_inputs_layout -> validate_inputs -> _process_images / _process_videos
