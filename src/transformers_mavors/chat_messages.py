@@ -26,10 +26,11 @@ def is_batch_of_conversations(conversation: Any) -> bool:
     )
 
 
-def validate_conversation(conversation: Any) -> None:
+def validate_conversation(conversation: Any, require_media: bool = True) -> None:
     """Raise `TypeError`/`ValueError` unless `conversation` is a non-empty list of well-formed messages, or a
     non-empty list of such lists. Messages need a string `role` and a `content` that is a string or a list of
-    blocks `{"type": "text" | "image" | "video", ...}` holding their payload."""
+    blocks `{"type": "text" | "image" | "video", ...}`. With `require_media` (the media are about to be loaded),
+    image and video blocks must hold their payload; rendering the template alone accepts bare `{"type": "image"}`."""
     if isinstance(conversation, str):
         raise TypeError(
             "chat messages must be a list of messages, got a string; wrap a prompt as "
@@ -43,21 +44,21 @@ def validate_conversation(conversation: Any) -> None:
         raise ValueError("chat messages are an empty list; pass at least one message")
     if is_batch_of_conversations(conversation):
         for index, messages in enumerate(conversation):
-            _validate_messages(messages, f"conversation {index}, ")
+            _validate_messages(messages, f"conversation {index}, ", require_media)
     else:
-        _validate_messages(conversation, "")
+        _validate_messages(conversation, "", require_media)
 
 
-def _validate_messages(messages: Any, prefix: str) -> None:
+def _validate_messages(messages: Any, prefix: str, require_media: bool) -> None:
     if not isinstance(messages, (list, tuple)):
         raise TypeError(f"{prefix}chat messages must be a list of messages, got {type(messages).__name__}")
     if not messages:
         raise ValueError(f"{prefix}chat messages are an empty list; pass at least one message")
     for index, message in enumerate(messages):
-        _validate_message(message, f"{prefix}message {index}")
+        _validate_message(message, f"{prefix}message {index}", require_media)
 
 
-def _validate_message(message: Any, where: str) -> None:
+def _validate_message(message: Any, where: str, require_media: bool) -> None:
     if not isinstance(message, Mapping):
         raise TypeError(f"{where} is a {type(message).__name__}; each message must be {_MESSAGE_SHAPE}")
     role = message.get("role")
@@ -84,10 +85,10 @@ def _validate_message(message: Any, where: str) -> None:
             f"whose 'type' is one of {_ACCEPTED_TYPES}"
         )
     for index, block in enumerate(content):
-        _validate_block(block, f"{where}, content block {index}")
+        _validate_block(block, f"{where}, content block {index}", require_media)
 
 
-def _validate_block(block: Any, where: str) -> None:
+def _validate_block(block: Any, where: str, require_media: bool) -> None:
     if not isinstance(block, Mapping):
         raise TypeError(
             f"{where} is a {type(block).__name__}; a block is a dict like {{'type': 'text', 'text': ...}} "
@@ -102,7 +103,7 @@ def _validate_block(block: Any, where: str) -> None:
         )
     keys = BLOCK_KEYS[kind]
     present = [key for key in keys if block.get(key) is not None]
-    if not present:
+    if not present and (kind in ("text", "image_url") or require_media):
         raise ValueError(
             f"{where} is a {kind!r} block without its payload; give one of the keys {list(keys)}"
         )

@@ -305,7 +305,7 @@ class MavorsProcessor(ProcessorMixin):
     def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any) -> Any:
         """`ProcessorMixin.apply_chat_template`, after checking the messages: a malformed chat is a
         `TypeError`/`ValueError` naming the message, the content block and what is accepted."""
-        validate_conversation(conversation)
+        validate_conversation(conversation, require_media=bool(kwargs.get("tokenize", False)))
         return super().apply_chat_template(conversation, chat_template, **kwargs)
 
     # -- ProcessorMixin's hooks --------------------------------------------------------------------------------
@@ -321,12 +321,34 @@ class MavorsProcessor(ProcessorMixin):
             text = [text]
         elif isinstance(text, (list, tuple)):
             text = list(text)
-        if not make_flat_list_of_images(images):
+        num_images = len(make_flat_list_of_images(images))
+        if not num_images:
             images = None
+        elif isinstance(text, list):
+            text = self._add_missing_image_markers(text, num_images)
         if not make_list_of_videos(videos):
             # Text-only token compression: the counts stand for the videos, so `_process_videos` still runs.
             videos = [] if self._requested_video_token_counts(kwargs) is not None else None
         return images, text, videos, audio
+
+    def _add_missing_image_markers(self, text: list[Any], num_images: int) -> list[Any]:
+        """Plain prompts without any marker get one image marker per image in front, as the stock
+        `image-text-to-text` pipeline expects (`pipe(images=image, text="...")`): all of them in a single prompt, or
+        one per prompt when there are as many prompts as images. Anything else is left to `validate_inputs`."""
+        if not all(isinstance(sample, str) for sample in text):
+            return text
+        if any(self.image_token in sample or self.video_token in sample for sample in text):
+            return text
+        if len(text) == 1:
+            per_sample = [num_images]
+        elif len(text) == num_images:
+            per_sample = [1] * num_images
+        else:
+            return text
+        logger.warning_once(
+            "the text holds no image marker; one %s per image is put in front of the prompt", self.image_token
+        )
+        return [self.image_token * count + sample for count, sample in zip(per_sample, text, strict=True)]
 
     def validate_inputs(
         self, images: Any = None, text: Any = None, videos: Any = None, audio: Any = None, **kwargs: Any
