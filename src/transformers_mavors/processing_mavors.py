@@ -252,6 +252,11 @@ class MavorsProcessor(ProcessorMixin):
         from transformers import AutoConfig, AutoTokenizer
         from transformers.image_processing_base import ImageProcessingMixin
 
+        from .loading import resolve_checkpoint
+
+        hub = {key: kwargs.pop(key) for key in ("revision", "cache_dir", "local_files_only") if key in kwargs}
+        siglip_dir = resolve_checkpoint(siglip_dir, "SigLIP checkpoint", **hub)
+        qwen_dir = resolve_checkpoint(qwen_dir, "Qwen2 checkpoint", **hub)
         preprocessor, _ = ImageProcessingMixin.get_image_processor_dict(siglip_dir)
         config = AutoConfig.from_pretrained(siglip_dir)
         vision_config = getattr(config, "vision_config", None) or config
@@ -301,6 +306,19 @@ class MavorsProcessor(ProcessorMixin):
             video_processor=MavorsVideoProcessor(**video_kwargs),
             tokenizer=tokenizer,
         )
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any
+    ) -> "MavorsProcessor":
+        """`ProcessorMixin.from_pretrained`, after checking a local directory's JSON files (tokenizer.json,
+        processor_config.json, ...) so an empty or truncated one is a `ValueError` naming it."""
+        from .loading import validate_checkpoint_files
+
+        name = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(name) and not kwargs.get("subfolder"):
+            validate_checkpoint_files(name, require_mavors_config=False, check_weights=False)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any) -> Any:
         """`ProcessorMixin.apply_chat_template`, after checking the messages: a malformed chat is a
