@@ -377,6 +377,12 @@ class MavorsPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
 
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """`is_activation_checkpointing` under its old name, which TRL still reads on every step: without this, each
+        read prints transformers' deprecation warning, which a user cannot act on."""
+        return self.is_activation_checkpointing
+
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path, *model_args, strict_weights: bool = False, **kwargs
