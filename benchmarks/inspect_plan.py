@@ -103,7 +103,7 @@ def main() -> None:
     inspect_command = [
         sys.executable,
         "-c",
-        "import sys; from transformers_mavors.cli import main; sys.exit(main(sys.argv[1:]))",
+        "import sys; from transformers_mavors_cli import main; sys.exit(main(sys.argv[1:]))",
         "inspect",
         str(clip),
         "--json",

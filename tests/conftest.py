@@ -19,8 +19,10 @@ from transformers_mavors import MavorsForConditionalGeneration, num_visual_token
 from transformers_mavors.testing_utils import (
     build_tiny_tokenizer,
     tiny_mavors_config,
+    tiny_processor,
     tiny_text_config,
     tiny_vision_config,
+    write_sample_video,
 )
 
 
@@ -41,7 +43,7 @@ def config(tokenizer):
 
 def mavors(*args, timeout=300) -> subprocess.CompletedProcess:
     """Run the `mavors` console script's entry point in a fresh interpreter, as a user would."""
-    code = "import sys; from transformers_mavors.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from transformers_mavors_cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout
     )
@@ -100,6 +102,38 @@ def prompt_ids(config, tokenizer, text_before: str, token_id: int, count: int, t
 
 def tokens_for(grid_thw: torch.Tensor) -> int:
     return sum(num_visual_tokens(row) for row in grid_thw.tolist())
+
+
+# ---- sample media and a tiny saved Mavors checkpoint ----
+
+
+@pytest.fixture(scope="session")
+def sample_video(tmp_path_factory):
+    """`sample_video(num_frames, fps=8) -> str`: the path of `write_sample_video`'s clip of that length, written
+    once per session (tests only read it)."""
+    written = {}
+
+    def make(num_frames: int, fps: int = 8) -> str:
+        if (num_frames, fps) not in written:
+            path = tmp_path_factory.mktemp("media") / f"clip_{num_frames}f_{fps}fps.mp4"
+            written[num_frames, fps] = str(write_sample_video(path, num_frames=num_frames, fps=fps))
+        return written[num_frames, fps]
+
+    return make
+
+
+def save_tiny_checkpoint(path, tokenizer, seed: int = 0, std: float = 0.1):
+    """A seeded random tiny Mavors model and its `tiny_processor`, saved to `path`."""
+    torch.manual_seed(seed)
+    randomize_(MavorsForConditionalGeneration(tiny_mavors_config(tokenizer)), std=std).save_pretrained(path)
+    tiny_processor(tokenizer).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer):
+    """A tiny saved checkpoint (model + processor), one per test module."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), tokenizer)
 
 
 # ---- tiny pretrained checkpoints saved by the tests (SigLIP vision, full SigLIP, Qwen2 + tokenizer) ----

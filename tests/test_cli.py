@@ -1,17 +1,19 @@
 """The `mavors` console script, run in subprocesses as a user would."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import mavors
 from transformers import AutoProcessor, pipeline
 
-from transformers_mavors.testing_utils import write_sample_video
+import transformers_mavors
 
 
 @pytest.fixture(scope="module")
-def video_path(tmp_path_factory):
-    return str(write_sample_video(tmp_path_factory.mktemp("media") / "clip.mp4", num_frames=40, fps=8))
+def video_path(sample_video):
+    return sample_video(40)
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +186,55 @@ def test_generate_on_an_unreadable_video_is_a_clean_error(converted, tmp_path):
     result = mavors("generate", "--model", converted, "--video", broken, "--prompt", "p")
     assert result.returncode == 1
     assert "broken.mp4" in result.stderr and "Traceback" not in result.stderr
+
+
+HEAVY_MODULES = ("torch", "transformers", "transformers_mavors")
+
+
+def console_script(*args) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run the console script's `main` in a fresh interpreter; returns the process and which of
+    `HEAVY_MODULES` were imported by the time it exited (read from `sys.modules` at exit)."""
+    code = (
+        "import atexit, json, sys\n"
+        f"heavy = {HEAVY_MODULES!r}\n"
+        "atexit.register(lambda: print(json.dumps({m: m in sys.modules for m in heavy}), file=sys.stderr))\n"
+        "from transformers_mavors_cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    imported = json.loads(result.stderr.strip().splitlines()[-1])
+    return result, imported
+
+
+@pytest.mark.parametrize(
+    "args,returncode,stream,expected",
+    [
+        (["--help"], 0, "stdout", "generate"),
+        (["generate", "--help"], 0, "stdout", "--token-compression-threshold"),
+        (["--version"], 0, "stdout", f"mavors {transformers_mavors.__version__}"),
+        ([], 2, "stderr", "the following arguments are required: COMMAND"),
+        (["inspect", "v.mp4", "--max-chunks", "-3"], 2, "stderr", "--max-chunks: must be >= 1"),
+        (["generate", "--prompt", "p"], 2, "stderr", "one of --video or --image is required"),
+        (
+            ["generate", "--video", "v.mp4", "--prompt", "p", "--token-compression-threshold", "nan"],
+            2,
+            "stderr",
+            "--token-compression-threshold",
+        ),
+    ],
+    ids=["help", "command-help", "version", "no-command", "bad-int", "no-media", "bad-threshold"],
+)
+def test_help_version_and_usage_errors_import_neither_torch_nor_transformers(
+    args, returncode, stream, expected
+):
+    result, imported = console_script(*args)
+    assert result.returncode == returncode, result.stderr[-2000:]
+    assert expected in getattr(result, stream)
+    assert imported == dict.fromkeys(HEAVY_MODULES, False)
+
+
+def test_a_command_does_import_the_package():
+    """The check above can fail: a command that runs loads the package (and torch) through the same script."""
+    result, imported = console_script("inspect", "missing.mp4")
+    assert result.returncode == 1 and "missing.mp4" in result.stderr
+    assert imported == dict.fromkeys(HEAVY_MODULES, True)

@@ -13,10 +13,8 @@ from transformers_mavors.cli import build_parser
 from transformers_mavors.modeling_mavors import merge_similar_chunk_tokens
 from transformers_mavors.testing_utils import (
     make_sample_frames,
-    tiny_mavors_config,
     tiny_processor,
     tiny_vision_config,
-    write_sample_video,
 )
 
 H = W = 4  # patch grid of the test videos: 2x2 = 4 tokens per chunk
@@ -394,17 +392,8 @@ def test_beam_search_with_compressed_videos_of_different_lengths(video_model, co
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer):
-    path = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    randomize_(MavorsForConditionalGeneration(tiny_mavors_config(tokenizer)), std=0.1).save_pretrained(path)
-    tiny_processor(tokenizer).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def video_path(tmp_path_factory):
-    return str(write_sample_video(tmp_path_factory.mktemp("media") / "clip.mp4", num_frames=32, fps=8))
+def video_path(sample_video):
+    return sample_video(32)
 
 
 def prompt_lengths(pipe):

@@ -6,8 +6,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
-from conftest import randomize_
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
@@ -16,25 +14,12 @@ from transformers import (
     pipeline,
 )
 
-from transformers_mavors import MavorsForConditionalGeneration
 from transformers_mavors.testing_utils import tiny_processor, write_sample_video
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tokenizer):
-    from transformers_mavors.testing_utils import tiny_mavors_config
-
-    path = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    model = randomize_(MavorsForConditionalGeneration(tiny_mavors_config(tokenizer)), std=0.1)
-    model.save_pretrained(path)
-    tiny_processor(tokenizer).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def video_path(tmp_path_factory):
-    return str(write_sample_video(tmp_path_factory.mktemp("media") / "clip.mp4", num_frames=24, fps=8))
+def video_path(sample_video):
+    return sample_video(24)
 
 
 @pytest.fixture(scope="module")
@@ -291,3 +276,29 @@ def test_inference_example_runs_and_batch_matches_single_prompts():
     }
     assert {"video", "image", "multi-turn", "batch[0]", "batch[1]"} <= set(lines)
     assert lines["batch[0]"] == lines["video"]
+
+
+def test_answer_chats_batches_like_the_pipeline_and_changes_no_state(pipe, checkpoint, video_path):
+    from transformers_mavors.generation import answer_chats
+    from transformers_mavors.testing_utils import make_sample_frames
+
+    frames = make_sample_frames(12, height=56, width=84, seed=5)
+    chats = [
+        video_chat(video_path),
+        [
+            {
+                "role": "user",
+                "content": [{"type": "video", "video": frames}, {"type": "text", "text": "Where?"}],
+            }
+        ],
+    ]
+    model = AutoModelForImageTextToText.from_pretrained(checkpoint).train()
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    processor.tokenizer.padding_side = "right"
+    answers = answer_chats(model, processor, chats, max_new_tokens=5, do_sample=False)
+    # the tokenizer's padding side and the model's mode are as the caller left them
+    assert processor.tokenizer.padding_side == "right" and model.training
+    alone = [reference_answer(checkpoint, chat, max_new_tokens=5) for chat in chats]
+    assert answers == alone
+    batched = pipe(text=chats, batch_size=2, max_new_tokens=5, return_full_text=False, do_sample=False)
+    assert [b[0]["generated_text"] for b in batched] == answers

@@ -20,7 +20,6 @@ from transformers_mavors.testing_utils import (
     make_sample_frames,
     tiny_mavors_config,
     tiny_processor,
-    write_sample_video,
 )
 
 
@@ -30,8 +29,8 @@ def processor(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def video_path(tmp_path_factory):
-    return write_sample_video(tmp_path_factory.mktemp("video") / "clip.mp4", num_frames=40, fps=8)  # 5 s
+def video_path(sample_video):
+    return sample_video(40)  # 5 s
 
 
 def image(height, width, seed=0):

@@ -31,3 +31,32 @@ def test_dependencies_never_name_torchvision():
         d for d in names if d.lower().startswith(("torchvision", "torchaudio", "decord", "torchcodec"))
     ]
     assert any(d.startswith("torch>=2.13") for d in names)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The dotted names a Python file imports, relative imports resolved against its package."""
+    import ast
+
+    package = ".".join(path.relative_to(ROOT / "src").with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(part for part in (base, node.module) if part)
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_installed_package_never_imports_testing_utils():
+    package = ROOT / "src" / "transformers_mavors"
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "testing_utils.py" and "transformers_mavors.testing_utils" in imported_modules(path)
+    ]
+    assert offenders == []
+    # the check resolves relative imports: testing_utils' own `from .tiny import ...` is seen
+    assert "transformers_mavors.tiny.build_tiny_tokenizer" in imported_modules(package / "testing_utils.py")

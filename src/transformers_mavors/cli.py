@@ -1,104 +1,15 @@
-"""The `mavors` command line: generate, convert, inspect."""
+"""The `mavors` commands: `run_generate`, `run_convert`, `run_inspect`, `run_niah`, one function each.
 
-import argparse
+The console script is `transformers_mavors_cli.main` (beside this package): it parses the arguments with the
+standard library alone, so `--help`, `--version` and usage errors never wait for torch, then imports this module
+and calls `run_<command>(args)`. `build_parser` and `main` are re-exported here for callers of the old names.
+"""
+
 import json
 import sys
 from pathlib import Path
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def compression_threshold(text: str) -> float:
-    from .configuration_mavors import check_token_compression_threshold
-
-    try:
-        return check_token_compression_threshold(float(text), "--token-compression-threshold")
-    except ValueError as error:  # float() of a non-number, NaN, negative
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mavors", description="Mavors video/image language models.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    generate = commands.add_parser("generate", help="answer a prompt about a video or an image")
-    generate.add_argument(
-        "--model",
-        help="checkpoint directory or Hub id (default: the tiny offline demo model of the synthetic domain)",
-    )
-    media = generate.add_mutually_exclusive_group()
-    media.add_argument("--video", help="video file")
-    media.add_argument("--image", help="image file")
-    generate.add_argument("--prompt", required=True, help="the question or instruction")
-    generate.add_argument("--fps", type=positive_float, help="sampling rate (default: the processor's)")
-    generate.add_argument("--max-chunks", type=positive_int, help="chunk budget before accelerated playback")
-    generate.add_argument("--max-new-tokens", type=positive_int, default=128)
-    generate.add_argument("--stream", action="store_true", help="print tokens as they are generated")
-    generate.add_argument(
-        "--token-compression-threshold",
-        type=compression_threshold,
-        metavar="COS",
-        help="merge video tokens whose cosine similarity to the same token of the previous chunk exceeds COS "
-        "(e.g. 0.9; default: the checkpoint's setting, normally off)",
-    )
-    generate.add_argument("--dtype", choices=DTYPES, default="auto")
-    generate.add_argument("--trust-remote-code", action="store_true", help="load a checkpoint's own code")
-    generate.set_defaults(func=run_generate)
-
-    convert = commands.add_parser("convert", help="build a Stage-1-ready checkpoint from SigLIP + Qwen2.5")
-    convert.add_argument("--vision", required=True, help="SigLIP checkpoint directory")
-    convert.add_argument("--text", required=True, help="Qwen2 / Qwen2.5 causal-LM checkpoint directory")
-    convert.add_argument("--output", required=True, help="directory to write (must not hold a checkpoint)")
-    convert.add_argument("--frames-per-chunk", type=positive_int, default=16)
-    convert.add_argument("--ifa-layers", type=int, default=3, help="aggregator depth L_inter (0 = none)")
-    convert.add_argument("--fps", type=positive_float, help="processor sampling rate")
-    convert.add_argument("--max-chunks", type=positive_int, help="processor chunk budget")
-    convert.add_argument("--max-slices", type=positive_int, help="most sub-images per image")
-    convert.add_argument("--dtype", choices=DTYPES[1:], default="bfloat16")
-    convert.set_defaults(func=run_convert)
-
-    inspect = commands.add_parser("inspect", help="show the chunks, positions and tokens a video becomes")
-    inspect.add_argument("video", help="video file")
-    inspect.add_argument("--model", help="checkpoint whose processor to use (default: Mavors-7B settings)")
-    inspect.add_argument("--fps", type=positive_float)
-    inspect.add_argument("--max-chunks", type=positive_int)
-    inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    inspect.set_defaults(func=run_inspect)
-
-    niah = commands.add_parser("niah", help="chunk-level needle-in-a-haystack evaluation of a checkpoint")
-    niah.add_argument("--model", required=True, help="checkpoint directory")
-    niah.add_argument("--haystack", help="haystack video file (default: the synthetic drifting-square video)")
-    niah.add_argument(
-        "--chunks", type=positive_int, nargs="+", default=[2, 4, 8, 16, 32], help="video lengths c_V to test"
-    )
-    niah.add_argument("--frames", type=int, nargs="+", help="needle frames within its chunk (default: all)")
-    niah.add_argument("--question", help="the question (default: 'What colour is the flash?')")
-    niah.add_argument("--batch-size", type=positive_int, default=16)
-    niah.add_argument("--json", help="write the per-cell accuracies and every answer to this file")
-    niah.add_argument("--plot", help="write the c_V x chunk heatmap to this PNG file")
-    niah.add_argument("--trust-remote-code", action="store_true", help="load a checkpoint's own code")
-    niah.set_defaults(func=run_niah)
-    return parser
+from transformers_mavors_cli import build_parser, main
 
 
 def _processor_options(args) -> dict:
@@ -111,11 +22,10 @@ def run_generate(args) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
 
     from . import video_processing_mavors
+    from .configuration_mavors import check_token_compression_threshold
+    from .generation import encode_videos_first, generate_answers, prepare_chat_inputs
     from .hub import check_checkpoint_dir
-    from .pipelines import encode_videos_first
 
-    if args.video is None and args.image is None:
-        raise SystemExit("mavors generate: error: one of --video or --image is required")
     if args.model is None:
         from .synthetic.demo import demo_model_path
 
@@ -138,32 +48,30 @@ def run_generate(args) -> int:
     video_processing_mavors.PROGRESS_BAR_MIN_SECONDS = (
         0.0  # on the command line, always show decoding progress
     )
-    inputs = processor.apply_chat_template(
-        [{"role": "user", "content": content}],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs=_processor_options(args),
+    inputs = prepare_chat_inputs(
+        processor, [[{"role": "user", "content": content}]], _processor_options(args)
     ).to(model.device)
-    streamer = (
-        TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
+    threshold = check_token_compression_threshold(
+        args.token_compression_threshold, "--token-compression-threshold"
     )
     full = int((inputs["input_ids"] == processor.video_token_id).sum())
     with torch.inference_mode():
-        inputs, threshold = encode_videos_first(model, processor, inputs, args.token_compression_threshold)
-        if "mm_encoder_outputs" in inputs:
-            kept = int(inputs["mm_encoder_outputs"]["video"].token_counts.sum())
-            print(
-                f"token compression at threshold {threshold:g}: kept {kept} of {full} video tokens "
-                f"({kept / full:.0%}); prompt {inputs['input_ids'].shape[1]} tokens",
-                file=sys.stderr,
-            )
-        output = model.generate(
-            **inputs, max_new_tokens=args.max_new_tokens, do_sample=False, streamer=streamer
+        inputs, threshold = encode_videos_first(model, processor, inputs, threshold)
+    if "mm_encoder_outputs" in inputs:
+        kept = int(inputs["mm_encoder_outputs"]["video"].token_counts.sum())
+        print(
+            f"token compression at threshold {threshold:g}: kept {kept} of {full} video tokens "
+            f"({kept / full:.0%}); prompt {inputs['input_ids'].shape[1]} tokens",
+            file=sys.stderr,
         )
+    streamer = (
+        TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
+    )
+    (answer,) = generate_answers(
+        model, processor, inputs, max_new_tokens=args.max_new_tokens, do_sample=False, streamer=streamer
+    )
     if not args.stream:
-        print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+        print(answer.strip())
     return 0
 
 
@@ -281,16 +189,4 @@ def run_niah(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    import transformers_mavors  # noqa: F401  (registers the Auto classes)
-
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (OSError, ValueError, TypeError) as error:
-        print(f"mavors {args.command}: error: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["build_parser", "main", "run_generate", "run_convert", "run_inspect", "run_niah"]

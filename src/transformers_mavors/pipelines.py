@@ -11,6 +11,7 @@ from transformers.pipelines.image_text_to_text import Chat, ImageTextToTextPipel
 
 from .chat_messages import validate_conversation
 from .configuration_mavors import check_token_compression_threshold
+from .generation import encode_videos_first, prepare_chat_inputs
 
 # Processor options a pipeline call may set, routed into `processor_kwargs`. The parent pipeline would pass them to
 # `apply_chat_template` as template variables, which transformers forwards to the processor only when the chat
@@ -120,30 +121,6 @@ def _is_single_video(value) -> bool:
     from PIL import Image
 
     return len(value) > 0 and isinstance(value[0], Image.Image)
-
-
-def encode_videos_first(model, processor, inputs, threshold: float | None = None):
-    """The token-compression path shared by the pipeline and the CLI: encode the videos, shrink their placeholders.
-
-    `threshold` `None` means the checkpoint's `vision_config.token_compression_threshold`. When compression is in
-    force and `inputs` (a processor output) hold videos, returns inputs whose video placeholders match the tokens
-    kept, without the video pixels and with `mm_encoder_outputs={"video": ...}` for `generate`; otherwise `inputs`
-    unchanged. Also returns the threshold in force (`None`: off).
-    """
-    if threshold is None:
-        threshold = getattr(model.config.vision_config, "token_compression_threshold", None)
-    if threshold is None or inputs.get("pixel_values_videos") is None:
-        return inputs, threshold
-    video = model.get_video_features(
-        inputs["pixel_values_videos"],
-        inputs["video_grid_thw"],
-        inputs.get("video_chunk_positions"),
-        token_compression_threshold=threshold,
-        return_dict=True,
-    )
-    inputs = processor.resize_video_placeholders(inputs, video.token_counts)
-    inputs["mm_encoder_outputs"] = {"video": video}
-    return inputs, threshold
 
 
 class VideoTextToTextPipeline(ImageTextToTextPipeline):
@@ -257,20 +234,14 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
     def preprocess(self, inputs=None, timeout=None, continue_final_message=None, **processing_kwargs):
         if not isinstance(inputs, ChatBatch):
             return super().preprocess(inputs, timeout, continue_final_message, **processing_kwargs)
-        processor_kwargs = dict(processing_kwargs.pop("processor_kwargs", None) or {})
-        processor_kwargs.setdefault("padding", True)
-        processor_kwargs.setdefault("padding_side", "left")
         messages = [chat.messages for chat in inputs.chats]
         if continue_final_message is None:
             continue_final_message = messages[0][-1]["role"] == "assistant"
-        model_inputs = self.processor.apply_chat_template(
+        model_inputs = prepare_chat_inputs(
+            self.processor,
             messages,
+            processing_kwargs.pop("processor_kwargs", None),
             continue_final_message=continue_final_message,
-            add_generation_prompt=not continue_final_message,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs=processor_kwargs,
             **processing_kwargs,
         ).to(dtype=self.dtype)
         model_inputs["text"] = inputs.chats

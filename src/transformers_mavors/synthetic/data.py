@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..testing_utils import _CORPUS, build_tiny_tokenizer, tiny_mavors_config, tiny_processor
+from ..tiny import TINY_CORPUS, build_tiny_tokenizer, tiny_mavors_config, tiny_processor
 from .scenes import (
     COLOURS,
     DIRECTIONS,
@@ -40,7 +40,7 @@ TEXT_SIZE = dict(hidden_size=96, intermediate_size=192, num_hidden_layers=3, num
 def synthetic_corpus() -> str:
     """Every prompt and answer word of the tasks, so each becomes one BPE token."""
     words = [*COLOURS, *DIRECTIONS, *NUMBERS, "square", "moves", "then", "circle", "flash", "A", "a"]
-    return "\n".join([_CORPUS, *PROMPTS.values(), " ".join(words), *words])
+    return "\n".join([TINY_CORPUS, *PROMPTS.values(), " ".join(words), *words])
 
 
 def synthetic_tokenizer():

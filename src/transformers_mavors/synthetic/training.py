@@ -22,6 +22,7 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
+from ..generation import answer_chats
 from ..modeling_mavors import MavorsForConditionalGeneration
 from ..training import MavorsSFTCollator, MavorsTrainer, load_mavors_dataset
 from .data import synthetic_config, synthetic_processor, synthetic_tokenizer, write_synthetic_dataset
@@ -63,26 +64,17 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.strip().lower().rstrip(".").split())
 
 
-@torch.no_grad()
 def greedy_answers(
     model, processor, questions, videos, max_new_tokens: int = 24, **processor_kwargs
 ) -> list[str]:
     """Greedy answers to one batch of questions, each about its video (left-padded; eval mode for the call)."""
     chats = [
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}] for q in questions
+        [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": question}]}]
+        for question, video in zip(questions, videos, strict=True)
     ]
-    texts = [processor.apply_chat_template(chat, add_generation_prompt=True) for chat in chats]
-    tokenizer = processor.tokenizer
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
-    try:
-        inputs = processor(text=texts, videos=videos, padding=True, return_tensors="pt", **processor_kwargs)
-        output = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False)
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return answer_chats(
+        model, processor, chats, processor_kwargs, max_new_tokens=max_new_tokens, do_sample=False
+    )
 
 
 def generate_answers(

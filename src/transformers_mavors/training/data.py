@@ -490,7 +490,23 @@ def _merge_size(processor) -> int:
 
 
 @dataclass
-class MavorsSFTCollator:
+class MavorsCollatorBase:
+    """What both collators share: the processor, the media root, the length cap, extra processor arguments, and
+    the special-token ids read from the processor (checked when the collator is built)."""
+
+    processor: Any
+    media_root: str | os.PathLike | None = None
+    max_length: int | None = None
+    processor_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.token_ids = SpecialTokenIds.from_processor(self.processor)
+        if self.max_length is not None and self.max_length <= 0:
+            raise ValueError(f"max_length must be a positive number of tokens or None, got {self.max_length}")
+
+
+@dataclass
+class MavorsSFTCollator(MavorsCollatorBase):
     """Builds SFT batches from records: decodes the batch's media, tokenizes, masks labels, truncates safely.
 
     Args:
@@ -505,18 +521,8 @@ class MavorsSFTCollator:
     `video_grid_thw`, `video_chunk_positions`, `pixel_values`, `image_grid_thw`) for the media present.
     """
 
-    processor: Any
-    media_root: str | os.PathLike | None = None
-    max_length: int | None = None
-    processor_kwargs: dict = field(default_factory=dict)
-
     # raw columns this collator reads; `MavorsTrainer` keeps them when it removes unused columns
     dataset_columns = ("messages", "prompt", "completion", "images", "videos")
-
-    def __post_init__(self):
-        self.token_ids = SpecialTokenIds.from_processor(self.processor)
-        if self.max_length is not None and self.max_length <= 0:
-            raise ValueError(f"max_length must be a positive number of tokens or None, got {self.max_length}")
 
     def conversation(self, example: dict) -> list[dict]:
         if example.get("messages"):
@@ -579,7 +585,7 @@ def _completion_text(processor, prompt: list[dict], completion: list[dict], prom
 
 
 @dataclass
-class MavorsPreferenceCollator:
+class MavorsPreferenceCollator(MavorsCollatorBase):
     """Builds DPO batches the way TRL's `DPOTrainer` reads them, for video and image prompts.
 
     Rows `0..B-1` are prompt + chosen, rows `B..2B-1` prompt + rejected (same order), right-padded, with
@@ -595,17 +601,7 @@ class MavorsPreferenceCollator:
         processor_kwargs: extra arguments for the processor call, e.g. `{"fps": 2}`.
     """
 
-    processor: Any
-    media_root: str | os.PathLike | None = None
-    max_length: int | None = None
-    processor_kwargs: dict = field(default_factory=dict)
-
     dataset_columns = ("prompt", "chosen", "rejected", "images", "videos")
-
-    def __post_init__(self):
-        self.token_ids = SpecialTokenIds.from_processor(self.processor)
-        if self.max_length is not None and self.max_length <= 0:
-            raise ValueError(f"max_length must be a positive number of tokens or None, got {self.max_length}")
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         check_examples(examples, type(self).__name__)

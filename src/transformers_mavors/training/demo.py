@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..testing_utils import build_tiny_tokenizer, make_sample_frames, tiny_mavors_config, tiny_processor
+from ..tiny import build_tiny_tokenizer, make_sample_frames, tiny_mavors_config, tiny_processor
 from .data import write_jsonl
 from .negatives import write_video_frames
 

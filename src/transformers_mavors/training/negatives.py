@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..generation import answer_chats
 from ..media_io import read_video
 from ..media_io import write_video as write_video_frames  # the package's one writer, under its old name
 from .data import resolve_media_path
@@ -169,16 +170,11 @@ def make_captioner(
     """`caption_fn(video_path) -> str` that asks `model` to describe a video (greedy unless told otherwise)."""
 
     def caption(video: str) -> str:
-        messages = [
+        chat = [
             {"role": "user", "content": [{"type": "video", "path": video}, {"type": "text", "text": prompt}]}
         ]
-        inputs = processor.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-        ).to(model.device)
-        with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-        new_tokens = output[0, inputs["input_ids"].shape[1] :]
-        return processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        (answer,) = answer_chats(model, processor, [chat], max_new_tokens=max_new_tokens, **generate_kwargs)
+        return answer.strip()
 
     return caption
 

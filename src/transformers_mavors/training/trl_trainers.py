@@ -65,6 +65,18 @@ def _no_unused_parameter_search(args) -> None:
         args.ddp_find_unused_parameters = False
 
 
+def _default_collator(collator_class, trainer_name: str, processing_class, args, media_root):
+    """The trainer's collator when none is given: `collator_class` over the processor, capped at `args.max_length`."""
+    if not isinstance(processing_class, ProcessorMixin):
+        raise TypeError(
+            f"{trainer_name} needs processing_class=MavorsProcessor(...) to build its collator, got "
+            f"{type(processing_class).__name__}"
+        )
+    return collator_class(
+        processing_class, media_root=media_root, max_length=getattr(args, "max_length", None)
+    )
+
+
 class MavorsSFTTrainer(MavorsTrainingMixin, SFTTrainer):
     """`trl.SFTTrainer` for Mavors conversations with videos and images (`data.py` format).
 
@@ -88,13 +100,9 @@ class MavorsSFTTrainer(MavorsTrainingMixin, SFTTrainer):
         **kwargs,
     ):
         if data_collator is None:
-            if not isinstance(processing_class, ProcessorMixin):
-                raise TypeError(
-                    "MavorsSFTTrainer needs processing_class=MavorsProcessor(...) to build its collator, got "
-                    f"{type(processing_class).__name__}"
-                )
-            max_length = getattr(args, "max_length", None)
-            data_collator = MavorsSFTCollator(processing_class, media_root=media_root, max_length=max_length)
+            data_collator = _default_collator(
+                MavorsSFTCollator, "MavorsSFTTrainer", processing_class, args, media_root
+            )
         _no_unused_parameter_search(args)
         super().__init__(
             model=model,
@@ -136,14 +144,8 @@ class MavorsDPOTrainer(MavorsTrainingMixin, DPOTrainer):
         **kwargs,
     ):
         if data_collator is None:
-            if not isinstance(processing_class, ProcessorMixin):
-                raise TypeError(
-                    "MavorsDPOTrainer needs processing_class=MavorsProcessor(...) to build its collator, got "
-                    f"{type(processing_class).__name__}"
-                )
-            max_length = getattr(args, "max_length", None)
-            data_collator = MavorsPreferenceCollator(
-                processing_class, media_root=media_root, max_length=max_length
+            data_collator = _default_collator(
+                MavorsPreferenceCollator, "MavorsDPOTrainer", processing_class, args, media_root
             )
         if (
             ref_model is None
