@@ -37,7 +37,7 @@ def lay_out_hf_cache(cache, repo_id: str, source) -> None:
 
 def mavors(*args, env=None, timeout=300, pre="") -> subprocess.CompletedProcess:
     """`mavors ARGS` in a fresh interpreter (after the Python statements `pre`), as a user would run it."""
-    code = pre + "import sys; from transformers_mavors.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = pre + "import sys; from transformers_mavors_cli import main; sys.exit(main(sys.argv[1:]))"
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],

@@ -17,6 +17,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 def check_checkpoint_dir(
     path: str | os.PathLike,
     need_processor: bool = True,
+    need_weights: bool = True,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
@@ -40,7 +41,7 @@ def check_checkpoint_dir(
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
-    if not any((path / name).is_file() for name in MODEL_FILES):
+    if need_weights and not any((path / name).is_file() for name in MODEL_FILES):
         missing.append(" or ".join(MODEL_FILES))
     if need_processor:
         if not (path / "processor_config.json").is_file():
@@ -57,7 +58,7 @@ def check_checkpoint_dir(
         raise FileNotFoundError(
             f"{str(path)!r} is not a complete Mavors checkpoint; missing: {'; '.join(missing)}{hint}"
         )
-    validate_checkpoint_files(path)
+    validate_checkpoint_files(path, check_weights=need_weights)
     return path
 
 
