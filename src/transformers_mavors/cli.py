@@ -13,8 +13,9 @@ from transformers_mavors_cli import build_parser, main
 
 from .convert import ConversionInterrupted
 
-# Errors that are the user's input, not a bug: one line, no traceback (`--debug` shows it).
-USER_ERRORS = (OSError, ValueError, TypeError, ConversionInterrupted)
+# Errors that are the user's input or environment (a missing optional package), not a bug: one line, no
+# traceback (`--debug` shows it).
+USER_ERRORS = (OSError, ValueError, TypeError, ImportError, ConversionInterrupted)
 
 
 def _processor_options(args) -> dict:
