@@ -183,7 +183,7 @@ def run_niah(args) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from .hub import check_checkpoint_dir
-    from .synthetic import niah
+    from .evaluation import niah
 
     if args.plot:
         _require_matplotlib()  # before the evaluation, not after it
