@@ -182,8 +182,8 @@ def _require_matplotlib() -> None:
 def run_niah(args) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .hub import check_checkpoint_dir
     from .evaluation import niah
+    from .hub import check_checkpoint_dir
 
     if args.plot:
         _require_matplotlib()  # before the evaluation, not after it
