@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..modeling_mavors import MavorsForConditionalGeneration
-from ..testing_utils import build_tiny_tokenizer, tiny_mavors_config, tiny_processor
+from ..tiny import build_tiny_tokenizer, tiny_mavors_config, tiny_processor
 
 # 2 heads x 32 and one key/value head: the smallest Qwen2 vLLM's CPU attention kernel runs
 SERVING_TEXT_OVERRIDES = {
