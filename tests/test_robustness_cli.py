@@ -302,7 +302,7 @@ def test_convert_ctrl_c_is_clean_and_removes_only_its_own_output(
 
 def test_niah_plot_without_matplotlib_fails_before_evaluating(cli, root, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    from transformers_mavors.synthetic import niah
+    from transformers_mavors.evaluation import niah
 
     monkeypatch.setattr(
         niah, "run_needle_in_haystack", lambda *a, **k: pytest.fail("evaluated before failing")
