@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import traceback
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMMANDS = ("generate", "convert", "inspect", "niah")
@@ -60,6 +62,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def compression_threshold(text: str) -> float:
     """A cosine-similarity threshold >= 0 (the range `configuration_mavors.check_token_compression_threshold`
     accepts; the command checks it again through that function)."""
@@ -97,6 +109,7 @@ def add_generate_parser(commands) -> None:
     )
     generate.add_argument("--dtype", choices=DTYPES, default="auto")
     generate.add_argument("--trust-remote-code", action="store_true", help="load a checkpoint's own code")
+    generate.add_argument("--revision", help="Hub revision of --model (branch, tag or commit)")
 
 
 def add_chat_parser(commands) -> None:
@@ -117,11 +130,16 @@ def add_chat_parser(commands) -> None:
 
 def add_convert_parser(commands) -> None:
     convert = commands.add_parser("convert", help="build a Stage-1-ready checkpoint from SigLIP + Qwen2.5")
-    convert.add_argument("--vision", required=True, help="SigLIP checkpoint directory")
-    convert.add_argument("--text", required=True, help="Qwen2 / Qwen2.5 causal-LM checkpoint directory")
-    convert.add_argument("--output", required=True, help="directory to write (must not hold a checkpoint)")
+    convert.add_argument("--vision", required=True, help="SigLIP checkpoint directory or Hub id")
+    convert.add_argument(
+        "--text", required=True, help="Qwen2 / Qwen2.5 causal-LM checkpoint directory or Hub id"
+    )
+    convert.add_argument("--output", required=True, help="directory to create (absent or empty)")
+    convert.add_argument("--revision", help="Hub revision of --vision and --text (branch, tag or commit)")
     convert.add_argument("--frames-per-chunk", type=positive_int, default=16)
-    convert.add_argument("--ifa-layers", type=int, default=3, help="aggregator depth L_inter (0 = none)")
+    convert.add_argument(
+        "--ifa-layers", type=non_negative_int, default=3, help="aggregator depth L_inter (0 = none)"
+    )
     convert.add_argument("--fps", type=positive_float, help="processor sampling rate")
     convert.add_argument("--max-chunks", type=positive_int, help="processor chunk budget")
     convert.add_argument("--max-slices", type=positive_int, help="most sub-images per image")
@@ -131,7 +149,10 @@ def add_convert_parser(commands) -> None:
 def add_inspect_parser(commands) -> None:
     inspect = commands.add_parser("inspect", help="show the chunks, positions and tokens a video becomes")
     inspect.add_argument("video", help="video file")
-    inspect.add_argument("--model", help="checkpoint whose processor to use (default: Mavors-7B settings)")
+    inspect.add_argument(
+        "--model", help="checkpoint directory or Hub id whose processor to use (default: Mavors-7B settings)"
+    )
+    inspect.add_argument("--revision", help="Hub revision of --model (branch, tag or commit)")
     inspect.add_argument("--fps", type=positive_float)
     inspect.add_argument("--max-chunks", type=positive_int)
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -139,12 +160,15 @@ def add_inspect_parser(commands) -> None:
 
 def add_niah_parser(commands) -> None:
     niah = commands.add_parser("niah", help="chunk-level needle-in-a-haystack evaluation of a checkpoint")
-    niah.add_argument("--model", required=True, help="checkpoint directory")
+    niah.add_argument("--model", required=True, help="checkpoint directory or Hub id")
+    niah.add_argument("--revision", help="Hub revision of --model (branch, tag or commit)")
     niah.add_argument("--haystack", help="haystack video file (default: the synthetic drifting-square video)")
     niah.add_argument(
         "--chunks", type=positive_int, nargs="+", default=[2, 4, 8, 16, 32], help="video lengths c_V to test"
     )
-    niah.add_argument("--frames", type=int, nargs="+", help="needle frames within its chunk (default: all)")
+    niah.add_argument(
+        "--frames", type=non_negative_int, nargs="+", help="needle frames within its chunk (default: all)"
+    )
     niah.add_argument("--question", help="the question (default: 'What colour is the flash?')")
     niah.add_argument("--batch-size", type=positive_int, default=16)
     niah.add_argument("--json", help="write the per-cell accuracies and every answer to this file")
@@ -155,6 +179,9 @@ def add_niah_parser(commands) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mavors", description="Mavors video/image language models.")
     parser.add_argument("--version", action=VersionAction, help="show the installed version and exit")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (or set MAVORS_DEBUG=1)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_generate_parser(commands)
     add_chat_parser(commands)
@@ -170,18 +197,56 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("generate: one of --video or --image is required")
 
 
+def check_offline_hub_ids(args: argparse.Namespace) -> None:
+    """In offline mode (`HF_HUB_OFFLINE=1`), a Hub id missing from the cache fails here, in a second, instead of
+    after torch and transformers are imported. Online ids, local paths and cached ids are left to the command."""
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        return
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    for flag in ("model", "vision", "text"):
+        name = getattr(args, flag, None)
+        if name is None or os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1:
+            continue
+        try:
+            snapshot_download(name, revision=getattr(args, "revision", None), local_files_only=True)
+        except (LocalEntryNotFoundError, HFValidationError):
+            raise FileNotFoundError(
+                f"checkpoint {name!r} (--{flag}) is not a local directory and not in the Hugging Face cache "
+                f"({constants.HF_HUB_CACHE}); offline mode (HF_HUB_OFFLINE=1) forbids downloading it"
+            ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
+    debug = args.debug or os.environ.get("MAVORS_DEBUG", "") not in ("", "0")
+    try:
+        check_offline_hub_ids(args)
+    except FileNotFoundError as error:
+        return report_error(args.command, f"error: {error}", debug, status=1)
     from transformers_mavors import cli  # imports torch and transformers, registers the Auto classes
 
     command = getattr(cli, f"run_{args.command}")
     try:
         return command(args)
-    except (OSError, ValueError, TypeError) as error:
-        print(f"mavors {args.command}: error: {error}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        return report_error(args.command, "interrupted", debug, status=130)
+    except cli.USER_ERRORS as error:
+        status = 130 if isinstance(error, cli.ConversionInterrupted) else 1
+        return report_error(args.command, f"error: {error}", debug, status=status)
+
+
+def report_error(command: str, message: str, debug: bool, status: int) -> int:
+    """One line on stderr (the traceback first with `--debug` / `MAVORS_DEBUG=1`); returns the exit status."""
+    if debug:
+        traceback.print_exc()
+    print(f"mavors {command}: " + " ".join(message.split()), file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

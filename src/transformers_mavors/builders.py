@@ -27,6 +27,7 @@ SIGLIP_FIELDS = (
     "attention_dropout",
 )
 LOADING_OPTIONS = ("dtype", "attn_implementation")
+HUB_OPTIONS = ("revision", "cache_dir", "local_files_only")  # where a Hub id is looked up (huggingface_hub)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
 
 
@@ -67,12 +68,14 @@ def _split_overrides(overrides: dict, allow_model_fields: bool) -> tuple[dict, d
     return vision, model, loading
 
 
-def _check_dir(path, what: str) -> str:
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{what} checkpoint directory not found: {path!r}")
+def _check_dir(path, what: str, hub: dict | None = None) -> str:
+    """A local checkpoint directory, or a Hub id's local snapshot (`revision`, `cache_dir`, `local_files_only`)."""
+    from .loading import resolve_checkpoint, validate_checkpoint_files
+
+    path = os.fspath(resolve_checkpoint(path, f"{what} checkpoint", **(hub or {})))
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"{what} checkpoint {path!r} has no config.json")
+    validate_checkpoint_files(path, require_mavors_config=False)
     return path
 
 
@@ -85,8 +88,12 @@ def _load_siglip_vision(siglip_dir: str, loading: dict):
     return model.vision_model if hasattr(model, "vision_model") else model
 
 
+def _pop_hub_options(overrides: dict) -> dict:
+    return {key: overrides.pop(key) for key in HUB_OPTIONS if key in overrides}
+
+
 def build_vision_from_siglip(model_class, siglip_dir, **overrides):
-    siglip_dir = _check_dir(siglip_dir, "SigLIP")
+    siglip_dir = _check_dir(siglip_dir, "SigLIP", _pop_hub_options(overrides))
     vision_overrides, _, loading = _split_overrides(overrides, allow_model_fields=False)
     siglip = _load_siglip_vision(siglip_dir, loading)
     config = MavorsVisionConfig(
@@ -128,8 +135,9 @@ def inflate_siglip_weights(vision_model, siglip) -> None:
 
 
 def build_model_from_vision_text(model_class, siglip_dir, qwen_dir, **overrides):
-    siglip_dir = _check_dir(siglip_dir, "SigLIP")
-    qwen_dir = _check_dir(qwen_dir, "Qwen2")
+    hub = _pop_hub_options(overrides)
+    siglip_dir = _check_dir(siglip_dir, "SigLIP", hub)
+    qwen_dir = _check_dir(qwen_dir, "Qwen2", hub)
     vision_overrides, model_overrides, loading = _split_overrides(overrides, allow_model_fields=True)
     siglip = _load_siglip_vision(siglip_dir, loading)
     text_model = AutoModelForCausalLM.from_pretrained(qwen_dir, dtype=torch.float32)

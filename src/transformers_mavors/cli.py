@@ -11,10 +11,22 @@ from pathlib import Path
 
 from transformers_mavors_cli import build_parser, main
 
+from .convert import ConversionInterrupted
+
+# Errors that are the user's input or environment (a missing optional package), not a bug: one line, no
+# traceback (`--debug` shows it).
+USER_ERRORS = (OSError, ValueError, TypeError, ImportError, ConversionInterrupted)
+
 
 def _processor_options(args) -> dict:
     options = {"fps": getattr(args, "fps", None), "max_chunks": getattr(args, "max_chunks", None)}
     return {key: value for key, value in options.items() if value is not None}
+
+
+def _strict_weights(args) -> dict:
+    """Missing, unexpected or non-finite tensors are an error on the command line (our loader; remote code has its
+    own `from_pretrained`)."""
+    return {} if getattr(args, "trust_remote_code", False) else {"strict_weights": True}
 
 
 def run_generate(args) -> int:
@@ -36,11 +48,11 @@ def run_generate(args) -> int:
             "checkpoint.",
             file=sys.stderr,
         )
-    check_checkpoint_dir(args.model)
+    args.model = str(check_checkpoint_dir(args.model, revision=args.revision))
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForImageTextToText.from_pretrained(
-        args.model, dtype=dtype, trust_remote_code=args.trust_remote_code
+        args.model, dtype=dtype, trust_remote_code=args.trust_remote_code, **_strict_weights(args)
     ).eval()
     processor.check_model_config(model.config)
     content = [{"type": "video", "path": args.video} if args.video else {"type": "image", "path": args.image}]
@@ -128,42 +140,35 @@ def run_chat(args) -> int:
 def run_convert(args) -> int:
     import torch
 
+    from .convert import check_inputs, check_output_location, write_checkpoint_atomically
     from .hub import write_model_card
     from .modeling_mavors import MavorsForConditionalGeneration
     from .processing_mavors import MavorsProcessor
 
-    output = Path(args.output)
-    if (output / "config.json").exists():
-        raise SystemExit(
-            f"mavors convert: error: {output} already holds a checkpoint; choose a new directory"
-        )
+    # everything that can be refused is refused before any weight is loaded
+    output = check_output_location(args.output)
+    vision_dir, text_dir = check_inputs(args.vision, args.text, revision=args.revision)
     model = MavorsForConditionalGeneration.from_vision_text_pretrained(
-        args.vision,
-        args.text,
+        vision_dir,
+        text_dir,
         frames_per_chunk=args.frames_per_chunk,
         ifa_num_hidden_layers=args.ifa_layers,
         dtype=getattr(torch, args.dtype),
     )
     options = {"max_slices": args.max_slices, **_processor_options(args)}
     processor = MavorsProcessor.from_vision_text_pretrained(
-        args.vision,
-        args.text,
+        vision_dir,
+        text_dir,
         frames_per_chunk=args.frames_per_chunk,
         **{key: value for key, value in options.items() if value is not None},
     )
-    # write into a sibling temporary directory and rename, so a failure leaves nothing half-written
-    staging = output.with_name(output.name + ".partial")
-    if staging.exists():
-        import shutil
 
-        shutil.rmtree(staging)
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    write_model_card(staging, model.config, processor, base_models=(str(args.vision), str(args.text)))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.exists():
-        output.rmdir()  # only an empty directory can get here
-    staging.rename(output)
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        write_model_card(staging, model.config, processor, base_models=(str(args.vision), str(args.text)))
+
+    write_checkpoint_atomically(output, write)
     print(f"wrote a Stage-1-ready Mavors checkpoint to {output}")
     return 0
 
@@ -175,7 +180,10 @@ def run_inspect(args) -> int:
     from .video_processing_mavors import MavorsVideoProcessor
 
     if args.model:
-        video_processor = AutoProcessor.from_pretrained(args.model).video_processor
+        from .hub import check_checkpoint_dir
+
+        model_dir = check_checkpoint_dir(args.model, revision=args.revision, need_weights=False)
+        video_processor = AutoProcessor.from_pretrained(model_dir).video_processor
     else:
         video_processor = MavorsVideoProcessor()
     # The processor's own plan, from the container header: no frame is decoded.
@@ -212,16 +220,28 @@ def run_inspect(args) -> int:
     return 0
 
 
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ModuleNotFoundError(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib (or drop --plot)"
+        ) from None
+
+
 def run_niah(args) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from .evaluation import niah
     from .hub import check_checkpoint_dir
 
-    model_dir = args.model
-    check_checkpoint_dir(model_dir)
+    if args.plot:
+        _require_matplotlib()  # before the evaluation, not after it
+    model_dir = str(check_checkpoint_dir(args.model, revision=args.revision))
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=args.trust_remote_code)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, trust_remote_code=args.trust_remote_code)
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_dir, trust_remote_code=args.trust_remote_code, **_strict_weights(args)
+    )
     processor.check_model_config(model.config)
     haystack = niah.read_frames(args.haystack, processor.video_processor.fps) if args.haystack else None
     options = {"question": args.question} if args.question else {}

@@ -14,23 +14,34 @@ MODEL_FILES = ("model.safetensors", "model.safetensors.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
-def check_checkpoint_dir(path: str | os.PathLike, need_processor: bool = True) -> Path:
-    """Raise `FileNotFoundError` naming every file a Mavors checkpoint directory lacks.
+def check_checkpoint_dir(
+    path: str | os.PathLike,
+    need_processor: bool = True,
+    need_weights: bool = True,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """The local directory of a Mavors checkpoint (a Hub id is resolved to its snapshot, `loading.resolve_checkpoint`),
+    after checking it: `FileNotFoundError` naming every file it lacks (pointing a LoRA run's output folder at its
+    `merged/` checkpoint), `ValueError` naming a corrupt JSON or safetensors file."""
+    from .loading import resolve_checkpoint, validate_checkpoint_files
 
-    Hub model ids (`"org/name"`, not an existing directory) are passed through untouched: `from_pretrained`
-    reports those itself.
-    """
-    path = Path(path)
-    if not path.exists():
-        if os.sep not in str(path) and str(path).count("/") == 1:
-            return path  # a Hub repo id
-        raise FileNotFoundError(f"checkpoint directory not found: {str(path)!r}")
-    if not path.is_dir():
-        raise NotADirectoryError(f"checkpoint path is not a directory: {str(path)!r}")
+    path = resolve_checkpoint(path, "checkpoint", revision=revision, cache_dir=cache_dir)
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        merged = path / "merged"
+        hint = (
+            f"use {str(merged)!r}"
+            if (merged / "config.json").is_file()
+            else "merge it first (merge_and_save)"
+        )
+        raise FileNotFoundError(
+            f"{str(path)!r} holds LoRA adapters, not a full Mavors checkpoint; {hint} (train with --merge-lora to "
+            "get OUTPUT/merged)"
+        )
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
-    if not any((path / name).is_file() for name in MODEL_FILES):
+    if need_weights and not any((path / name).is_file() for name in MODEL_FILES):
         missing.append(" or ".join(MODEL_FILES))
     if need_processor:
         if not (path / "processor_config.json").is_file():
@@ -38,10 +49,35 @@ def check_checkpoint_dir(path: str | os.PathLike, need_processor: bool = True) -
         if not any((path / name).is_file() for name in TOKENIZER_FILES):
             missing.append("tokenizer files (" + ", ".join(TOKENIZER_FILES) + ")")
     if missing:
-        raise FileNotFoundError(
-            f"{str(path)!r} is not a complete Mavors checkpoint; missing: {'; '.join(missing)}"
+        merged = path / "merged"
+        hint = (
+            f"; did you mean its merged checkpoint {str(merged)!r}?"
+            if (merged / "config.json").is_file()
+            else ""
         )
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a complete Mavors checkpoint; missing: {'; '.join(missing)}{hint}"
+        )
+    validate_checkpoint_files(path, check_weights=need_weights)
     return path
+
+
+def hub_base_models(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The names a model card may list as `base_model`: Hub ids, not local paths (which mean nothing on the Hub).
+
+    A local snapshot of the Hub cache (`.../models--org--name/snapshots/<rev>`) is given back as `org/name`."""
+    from .loading import looks_like_repo_id
+
+    kept = []
+    for name in names:
+        text = os.fspath(name)
+        parts = Path(text).parts
+        repo = next((part for part in parts if part.startswith("models--")), None)
+        if repo is not None and "snapshots" in parts:
+            kept.append(repo[len("models--") :].replace("--", "/"))
+        elif not os.path.exists(text) and looks_like_repo_id(text) and "/" in text:
+            kept.append(text)
+    return tuple(kept)
 
 
 def model_card(config, processor=None, base_models: tuple[str, ...] = (), title: str = "Mavors") -> str:
@@ -51,6 +87,7 @@ def model_card(config, processor=None, base_models: tuple[str, ...] = (), title:
     video_processor = getattr(processor, "video_processor", None)
     fps = getattr(video_processor, "fps", None)
     max_chunks = getattr(video_processor, "max_chunks", None)
+    base_models = hub_base_models(tuple(base_models))
     base_lines = "".join(f"\n  - {name}" for name in base_models)
     base_block = f"base_model:{base_lines}\n" if base_models else ""
     return f"""---

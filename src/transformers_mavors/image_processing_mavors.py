@@ -182,8 +182,10 @@ def is_image_like(value: Any) -> bool:
     return hasattr(value, "read")
 
 
-def make_flat_list_of_images(images: Any) -> list[Any]:
-    """Flatten an image, a list of images, a batch (list of lists) or an (N, H, W, C) array into a list."""
+def make_flat_list_of_images(images: Any, _where: str = "images") -> list[Any]:
+    """Flatten an image, a list of images, a batch (list of lists) or an (N, H, W, C) array into a list.
+
+    `images=None` means no images; a `None` inside a list is a `ValueError` naming its index."""
     if images is None:
         return []
     if is_image_like(images):
@@ -191,7 +193,15 @@ def make_flat_list_of_images(images: Any) -> list[Any]:
     if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
         return list(images)
     if isinstance(images, (list, tuple)):
-        return [image for item in images for image in make_flat_list_of_images(item)]
+        flat = []
+        for index, item in enumerate(images):
+            if item is None:
+                raise ValueError(
+                    f"{_where}[{index}] is None; every item must be an image (PIL image, path, URL, bytes, "
+                    "file object or array) or a list of images"
+                )
+            flat.extend(make_flat_list_of_images(item, f"{_where}[{index}]"))
+        return flat
     raise TypeError(
         f"unsupported image input {describe_input(images)}; expected an image, a list of images or a list of "
         "lists of images"

@@ -15,6 +15,7 @@ import io
 import itertools
 import math
 import os
+import struct
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
@@ -47,6 +48,8 @@ DEFAULT_MAX_IMAGE_PIXELS = 2**27
 # Input dtypes understood by `array_to_rgb_image`, and the value range each is taken to have.
 _ACCEPTED_DTYPES = "uint8 (0-255), uint16 (0-65535), bool, float16/float32/float64 (0-1)"
 
+# Float pixels this far outside [0, 1] are still accepted (rounding of computed images), and clipped.
+_FLOAT_RANGE_SLACK = 1e-3
 # A file whose decodable frames end this much earlier than its header's duration is reported as truncated.
 TRUNCATION_TOLERANCE_SECONDS = 1.0
 # Seek instead of decoding through when the next wanted frame is this many keyframe intervals ahead.
@@ -127,7 +130,12 @@ def open_image(
     if isinstance(source, str) and (source.startswith(("http://", "https://")) or source.startswith("data:")):
         from transformers.image_utils import load_image
 
-        image = load_image(source)
+        try:
+            image = load_image(source)
+        except Exception as error:  # the HTTP client's own errors (httpx, or its absence) included
+            raise ValueError(
+                f"image {name} cannot be fetched or read ({type(error).__name__}: {error})"
+            ) from error
         check_image_size(image.width, image.height, max_pixels, f"image {name}")
         return image
     if isinstance(source, bytes):
@@ -187,6 +195,25 @@ def _to_uint8(array: np.ndarray, high_bit_depth: bool = True) -> np.ndarray:
     raise TypeError(f"unsupported pixel dtype {array.dtype}; accepted: {_ACCEPTED_DTYPES}")
 
 
+def check_float_range(array: np.ndarray, name: str) -> None:
+    """`ValueError` unless a float pixel array is finite and in [0, 1], naming the range found.
+
+    Clipping would hide the usual mistake, a 0-255 float array (it would come out nearly all white)."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        kinds = [
+            label for label, bad in (("NaN", np.isnan(array).any()), ("inf", np.isinf(array).any())) if bad
+        ]
+        raise ValueError(
+            f"{name}: float pixels must be finite and in [0, 1], found {' and '.join(kinds)} "
+            f"({int((~finite).sum())} values)"
+        )
+    low, high = float(array.min()), float(array.max())
+    if low < -_FLOAT_RANGE_SLACK or high > 1.0 + _FLOAT_RANGE_SLACK:
+        hint = "; divide by 255 (or pass uint8)" if high > 1.0 and low >= 0.0 and high <= 255.0 else ""
+        raise ValueError(f"{name}: float pixels must be in [0, 1], found values in [{low:g}, {high:g}]{hint}")
+
+
 def array_to_rgb_image(array: np.ndarray | torch.Tensor, name: str) -> PIL.Image.Image:
     """PIL RGB image of a (H, W), (H, W, C) or (C, H, W) array, C in {1, 3, 4} (4 = RGBA, composited on white)."""
     if isinstance(array, torch.Tensor):
@@ -210,6 +237,8 @@ def array_to_rgb_image(array: np.ndarray | torch.Tensor, name: str) -> PIL.Image
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{name} has a zero size ({array.shape[1]}x{array.shape[0]} pixels)")
+    if array.dtype.kind == "f":
+        check_float_range(array, name)
     array = _to_uint8(array, high_bit_depth=False)
     channels = array.shape[-1]
     if channels == 1:
@@ -294,7 +323,9 @@ class VideoReader:
 
     Attributes:
         name: the input, as error messages name it; label: its file name (for progress bars).
-        width, height: coded frame size in pixels; display_width: width after the sample aspect ratio.
+        width, height: frame size in pixels as shown (after the display rotation); coded_width, coded_height: as
+            stored; display_width: width after the sample aspect ratio; rotation: the display matrix's
+            counter-clockwise turn in degrees (0, 90, 180, 270), applied by `to_rgb`.
         duration: length of the stream in seconds (from the header, or its packets).
         source_fps: the stream's average frame rate, or `None` when the file does not say.
         frame_rate: `Fraction` frame rate to re-encode at: the average rate, else FFmpeg's guess, else 25.
@@ -306,6 +337,7 @@ class VideoReader:
         self.label = os.path.basename(path) if isinstance(path, str) else "video"
         if isinstance(source, (str, os.PathLike)):
             check_media_file(source, "video", self.name)
+        self._source = source
         self.container = self._open(source)
         try:
             self._read_header(max_pixels)
@@ -338,11 +370,11 @@ class VideoReader:
         self.stream = stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame and slice threads; set before the codec opens at the first decode
         codec = stream.codec_context
-        self.width, self.height = codec.width, codec.height
+        self.coded_width, self.coded_height = codec.width, codec.height
         if max_pixels is not None:
-            check_image_size(self.width, self.height, max_pixels, f"video {name}")
+            check_image_size(self.coded_width, self.coded_height, max_pixels, f"video {name}")
         aspect = stream.sample_aspect_ratio or codec.sample_aspect_ratio
-        self.display_width = self.width * float(aspect) if aspect and float(aspect) > 0 else self.width
+        self._sample_aspect = float(aspect) if aspect and float(aspect) > 0 else 1.0
         self.time_base = stream.time_base
         self.source_fps = float(stream.average_rate) if stream.average_rate else None
         self.frame_rate = Fraction(stream.average_rate or stream.guessed_rate or Fraction(25))
@@ -358,6 +390,33 @@ class VideoReader:
             raise ValueError(f"video {name} is corrupt: reading its packets failed ({error})") from error
         if self.duration <= 0:
             raise ValueError(f"video {name} has no decodable video frames")
+        self.rotation = self._display_rotation()
+        if self.rotation in (90, 270):  # a phone's portrait clip: landscape pixels shown turned by a quarter
+            self.width, self.height = self.coded_height, self.coded_width
+            self.display_width = self.width / self._sample_aspect
+        else:
+            self.width, self.height = self.coded_width, self.coded_height
+            self.display_width = self.width * self._sample_aspect
+
+    def _display_rotation(self) -> int:
+        """The counter-clockwise turn in degrees (0, 90, 180, 270) a player applies to the frames: the display
+        matrix of an MP4/QuickTime video track, which is how phones mark portrait clips. Read from the file's
+        boxes (PyAV reads stream side data only off decoded frames, and opening must not decode)."""
+        if "mp4" not in self.container.format.name and "mov" not in self.container.format.name:
+            return 0
+        try:
+            rotation = read_mp4_rotation(self._source)
+        except (OSError, ValueError) as error:
+            logger.warning(
+                "video %s: its display matrix cannot be read (%s); it is read unrotated", self.name, error
+            )
+            return 0
+        if rotation not in (0, 90, 180, 270):
+            logger.warning(
+                "video %s has a display rotation of %d degrees; it is read unrotated", self.name, rotation
+            )
+            return 0
+        return rotation
 
     def _scan_timeline(self) -> tuple[float | None, float]:
         """`(start, duration)` of a stream whose header has no duration, from its packets (demux, no decode)."""
@@ -482,20 +541,98 @@ class VideoReader:
         size: tuple[int, int] | None = None,
         resample: PILImageResampling | int = PILImageResampling.BICUBIC,
     ) -> np.ndarray:
-        """A decoded frame as (H, W, 3) uint8 RGB, resized to `size = (height, width)` in the same libswscale call
-        when given (with the swscale filter closest to PIL's `resample`)."""
+        """A decoded frame as (H, W, 3) uint8 RGB as a player shows it (display rotation applied), resized to
+        `size = (height, width)` in the same libswscale call when given (with the swscale filter closest to PIL's
+        `resample`)."""
+        quarter_turns = self.rotation // 90
+        if size is not None and quarter_turns % 2:
+            size = (size[1], size[0])  # resize in the coded orientation, then turn
         try:
             if size is None:
-                return frame.to_ndarray(format="rgb24")
-            interpolation = _SWSCALE_INTERPOLATION.get(PILImageResampling(resample), "BICUBIC")
-            converted = self._reformatter.reformat(
-                frame, format="rgb24", width=size[1], height=size[0], interpolation=interpolation
-            )
-            return converted.to_ndarray()
+                array = frame.to_ndarray(format="rgb24")
+            else:
+                interpolation = _SWSCALE_INTERPOLATION.get(PILImageResampling(resample), "BICUBIC")
+                converted = self._reformatter.reformat(
+                    frame, format="rgb24", width=size[1], height=size[0], interpolation=interpolation
+                )
+                array = converted.to_ndarray()
         except av.FFmpegError as error:
             raise ValueError(
                 f"video {self.name}: converting a frame at {frame.time}s failed ({error})"
             ) from error
+        if quarter_turns:
+            array = np.ascontiguousarray(np.rot90(array, k=quarter_turns))  # np.rot90 turns counter-clockwise
+        return array
+
+
+def _iter_boxes(file: Any, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """`(type, payload start, payload end)` of the ISO-BMFF boxes from the file's position up to `end`."""
+    position = file.tell()
+    while position + 8 <= end:
+        file.seek(position)
+        size, kind = struct.unpack(">I4s", file.read(8))
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", file.read(8))[0], 16
+        elif size == 0:
+            size = end - position
+        if size < header:
+            raise ValueError(f"malformed box {kind!r} at byte {position}")
+        yield kind, position + header, min(position + size, end)
+        position += size
+
+
+def _track_rotation(file: Any, start: int, end: int) -> tuple[bool, int]:
+    """`(is a video track, counter-clockwise rotation)` of one `trak` box."""
+    is_video, rotation = False, 0
+    file.seek(start)
+    for kind, payload, box_end in list(_iter_boxes(file, end)):
+        if kind == b"tkhd":
+            file.seek(payload)
+            version = file.read(1)[0]
+            file.seek(payload + 4 + (32 if version == 1 else 20) + 16)  # to the matrix (ISO 14496-12 8.3.2)
+            a, b = struct.unpack(">ii", file.read(8))
+            # FFmpeg's av_display_rotation_get: the matrix turns the picture clockwise by atan2(b, a).
+            rotation = round(-math.degrees(math.atan2(b, a))) % 360
+        elif kind == b"mdia":
+            file.seek(payload)
+            for inner, inner_payload, _ in list(_iter_boxes(file, box_end)):
+                if inner == b"hdlr":
+                    file.seek(inner_payload + 8)
+                    is_video = file.read(4) == b"vide"
+    return is_video, rotation
+
+
+def read_mp4_rotation(source: str | os.PathLike | bytes | Any) -> int:
+    """Display rotation (counter-clockwise degrees, in [0, 360)) of the first video track of an MP4/MOV file,
+    the same angle `av.VideoFrame.rotation` reports for its decoded frames; 0 without one."""
+    if isinstance(source, bytes):
+        file, close, restore = io.BytesIO(source), False, None
+    elif isinstance(source, (str, os.PathLike)):
+        file, close, restore = open(source, "rb"), True, None
+    else:
+        file, close, restore = source, False, source.tell()
+    try:
+        file.seek(0, os.SEEK_END)
+        size = file.tell()
+        file.seek(0)
+        for kind, payload, end in list(_iter_boxes(file, size)):
+            if kind != b"moov":
+                continue
+            file.seek(payload)
+            for inner, inner_payload, inner_end in list(_iter_boxes(file, end)):
+                if inner == b"trak":
+                    is_video, rotation = _track_rotation(file, inner_payload, inner_end)
+                    if is_video:
+                        return rotation
+        return 0
+    except struct.error as error:
+        raise ValueError(f"truncated box ({error})") from error
+    finally:
+        if close:
+            file.close()
+        elif restore is not None:
+            file.seek(restore)
 
 
 def read_video(
@@ -620,6 +757,7 @@ __all__ = [
     "MAX_ASPECT_RATIO",
     "VideoReader",
     "array_to_rgb_image",
+    "check_float_range",
     "check_image_size",
     "check_media_file",
     "describe_input",

@@ -19,13 +19,15 @@ patch's values in `(C, F, p, p)` order. Images (`pixel_values`) are the same wit
 `grid_thw` rows are `(chunks, h, w)` (videos) or `(1, h, w)` (image pieces).
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
@@ -374,6 +376,45 @@ class MavorsPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """`is_activation_checkpointing` under its old name, which TRL still reads on every step: without this, each
+        read prints transformers' deprecation warning, which a user cannot act on."""
+        return self.is_activation_checkpointing
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, *model_args, strict_weights: bool = False, **kwargs
+    ):
+        """`PreTrainedModel.from_pretrained`, with a local checkpoint checked before any module is built: its JSON
+        files parse, a Mavors `config.json` has both sub-configs, the safetensors headers are readable and the tensor
+        shapes match the config, every error naming the file. After loading, missing, unexpected or non-finite
+        tensors are a loud warning, or a `ValueError` with `strict_weights=True` (what the CLI uses)."""
+        from .loading import check_tensor_shapes, report_loading_info, validate_checkpoint_files
+
+        name = os.fspath(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
+        if (
+            name is not None
+            and os.path.isdir(name)
+            and not kwargs.get("subfolder")
+            and not kwargs.get("gguf_file")
+        ):
+            validate_checkpoint_files(name, require_mavors_config=cls.config_class is MavorsConfig)
+            config = kwargs.get("config")
+            if not isinstance(config, PreTrainedConfig):
+                config = cls.config_class.from_pretrained(name)
+            quantized = kwargs.get("quantization_config") is not None or hasattr(
+                config, "quantization_config"
+            )
+            if not quantized and not kwargs.get("ignore_mismatched_sizes"):
+                check_tensor_shapes(cls, config, Path(name))
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        report_loading_info(model, info, repr(name), strict=strict_weights)
+        return (model, info) if want_info else model
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -1101,7 +1142,9 @@ class MavorsForConditionalGeneration(MavorsPreTrainedModel, GenerationMixin):
         Keyword overrides naming a `MavorsVisionConfig` field go to the vision config, ones naming a
         `MavorsConfig` field go there; `dtype` and `attn_implementation` are loading options; anything else is a
         `TypeError`. Placeholder ids come from the tokenizer in `qwen_dir` (vision tokens are added, and the
-        embeddings resized, if it lacks them). The projector is freshly initialised.
+        embeddings resized, if it lacks them). The projector is freshly initialised. Either checkpoint may be a
+        local directory or a Hub id (`"google/siglip-so400m-patch14-384"`), looked up with `revision`,
+        `cache_dir` and `local_files_only` (or `HF_HUB_OFFLINE=1`).
         """
         from .builders import build_model_from_vision_text
 

@@ -1,5 +1,7 @@
 """The `video-text-to-text` pipeline task (absent from transformers 5.23; its Hub tag exists)."""
 
+import difflib
+import inspect
 from typing import Any
 
 from transformers import AutoModelForImageTextToText, GenerationConfig
@@ -7,6 +9,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import Pipeline
 from transformers.pipelines.image_text_to_text import Chat, ImageTextToTextPipeline
 
+from .chat_messages import validate_conversation
 from .configuration_mavors import check_token_compression_threshold
 from .generation import encode_videos_first, prepare_chat_inputs
 
@@ -31,6 +34,52 @@ GENERATE_OPTIONS = {k for k in GenerationConfig().to_dict() if not k.startswith(
 }
 
 
+# Call arguments besides the parent pipeline's own, the processor and generation options above.
+EXTRA_CALL_OPTIONS = {
+    "token_compression_threshold",
+    "tools",
+    "documents",
+    "chat_template",
+    "add_vision_id",
+    "processor_kwargs",
+    "generate_kwargs",
+}
+
+
+def _parent_call_options() -> set[str]:
+    parameters = inspect.signature(ImageTextToTextPipeline._sanitize_parameters).parameters
+    return {name for name, p in parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD and name != "self"}
+
+
+def _processor_call_options(processor) -> set[str]:
+    """The keyword names the processor's typed kwargs declare (tokenizer, image and video options)."""
+    kwargs_class = getattr(processor, "valid_processor_kwargs", None)
+    names = set()
+    for name, annotation in getattr(kwargs_class, "__annotations__", {}).items():
+        names |= set(getattr(annotation, "__annotations__", {})) if name.endswith("_kwargs") else {name}
+    return names
+
+
+def check_call_options(processor, kwargs: dict[str, Any]) -> None:
+    """`TypeError` naming any keyword argument the pipeline does not know (with the closest known name): it would
+    otherwise be dropped with a warning and the model would answer without it."""
+    known = _parent_call_options() | set(PROCESSOR_OPTIONS) | GENERATE_OPTIONS | EXTRA_CALL_OPTIONS
+    known |= _processor_call_options(processor) | {"videos", "text", "images", "batch_size", "num_workers"}
+    unknown = [name for name in kwargs if name not in known]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(f"video-text-to-text pipeline got unexpected keyword argument(s) {', '.join(hints)}")
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    return batch_size
+
+
 class ChatBatch:
     """Several chats processed and generated together (left padding), one pipeline forward."""
 
@@ -49,6 +98,16 @@ def _is_chat(value) -> bool:
 
 def _is_chat_list(value) -> bool:
     return isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_chat(v) for v in value)
+
+
+def _looks_like_chat(value) -> bool:
+    """A list holding dicts (messages) or lists of dicts (chats): checked as chat messages, not as prompts."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    first = value[0]
+    return isinstance(first, dict) or (
+        isinstance(first, (list, tuple)) and any(isinstance(m, dict) for m in first)
+    )
 
 
 def _as_list(value) -> list:
@@ -97,6 +156,7 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
             check(self.model.config)
 
     def _sanitize_parameters(self, processor_kwargs=None, generate_kwargs=None, **kwargs):
+        check_call_options(self.processor, kwargs)
         options = {name: kwargs.pop(name) for name in PROCESSOR_OPTIONS if name in kwargs}
         if options:
             processor_kwargs = {**(processor_kwargs or {}), **options}
@@ -122,7 +182,9 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
         if videos is None and text is None and images is None:
             raise ValueError("pass videos, images or text (a prompt or chat messages)")
         chats, single = self._to_chats(videos, text, images)
-        batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
+        batch_size = kwargs.pop("batch_size", None)
+        batch_size = check_batch_size(batch_size if batch_size is not None else (self._batch_size or 1))
+        check_call_options(self.processor, kwargs)
         results = []
         for start in range(0, len(chats), batch_size):
             group = chats[start : start + batch_size]
@@ -134,6 +196,8 @@ class VideoTextToTextPipeline(ImageTextToTextPipeline):
     @staticmethod
     def _to_chats(videos, text, images) -> tuple[list[Chat], bool]:
         """Normalise the call's inputs into chats; `single` when the caller passed one prompt (not a list)."""
+        if _looks_like_chat(text):
+            validate_conversation(text)
         if _is_chat(text) or _is_chat_list(text):
             if videos is not None or images is not None:
                 raise ValueError("with chat messages, put videos and images inside the messages' content")

@@ -49,6 +49,7 @@ from transformers.processing_utils import MultiModalData, ProcessingKwargs, Proc
 from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
+from .chat_messages import validate_conversation
 from .configuration_mavors import (
     IMAGE_TOKEN,
     VIDEO_TOKEN,
@@ -251,6 +252,11 @@ class MavorsProcessor(ProcessorMixin):
         from transformers import AutoConfig, AutoTokenizer
         from transformers.image_processing_base import ImageProcessingMixin
 
+        from .loading import resolve_checkpoint
+
+        hub = {key: kwargs.pop(key) for key in ("revision", "cache_dir", "local_files_only") if key in kwargs}
+        siglip_dir = resolve_checkpoint(siglip_dir, "SigLIP checkpoint", **hub)
+        qwen_dir = resolve_checkpoint(qwen_dir, "Qwen2 checkpoint", **hub)
         preprocessor, _ = ImageProcessingMixin.get_image_processor_dict(siglip_dir)
         config = AutoConfig.from_pretrained(siglip_dir)
         vision_config = getattr(config, "vision_config", None) or config
@@ -301,6 +307,25 @@ class MavorsProcessor(ProcessorMixin):
             tokenizer=tokenizer,
         )
 
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any
+    ) -> "MavorsProcessor":
+        """`ProcessorMixin.from_pretrained`, after checking a local directory's JSON files (tokenizer.json,
+        processor_config.json, ...) so an empty or truncated one is a `ValueError` naming it."""
+        from .loading import validate_checkpoint_files
+
+        name = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(name) and not kwargs.get("subfolder"):
+            validate_checkpoint_files(name, require_mavors_config=False, check_weights=False)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any) -> Any:
+        """`ProcessorMixin.apply_chat_template`, after checking the messages: a malformed chat is a
+        `TypeError`/`ValueError` naming the message, the content block and what is accepted."""
+        validate_conversation(conversation, require_media=bool(kwargs.get("tokenize", False)))
+        return super().apply_chat_template(conversation, chat_template, **kwargs)
+
     # -- ProcessorMixin's hooks --------------------------------------------------------------------------------
     # `ProcessorMixin.__call__` runs: prepare_inputs_layout -> validate_inputs -> _process_images / _process_videos
     # (each calling replace_*_token per item) -> get_text_with_replacements -> tokenizer -> _check_special_mm_tokens.
@@ -314,12 +339,34 @@ class MavorsProcessor(ProcessorMixin):
             text = [text]
         elif isinstance(text, (list, tuple)):
             text = list(text)
-        if not make_flat_list_of_images(images):
+        num_images = len(make_flat_list_of_images(images))
+        if not num_images:
             images = None
+        elif isinstance(text, list):
+            text = self._add_missing_image_markers(text, num_images)
         if not make_list_of_videos(videos):
             # Text-only token compression: the counts stand for the videos, so `_process_videos` still runs.
             videos = [] if self._requested_video_token_counts(kwargs) is not None else None
         return images, text, videos, audio
+
+    def _add_missing_image_markers(self, text: list[Any], num_images: int) -> list[Any]:
+        """Plain prompts without any marker get one image marker per image in front, as the stock
+        `image-text-to-text` pipeline expects (`pipe(images=image, text="...")`): all of them in a single prompt, or
+        one per prompt when there are as many prompts as images. Anything else is left to `validate_inputs`."""
+        if not all(isinstance(sample, str) for sample in text):
+            return text
+        if any(self.image_token in sample or self.video_token in sample for sample in text):
+            return text
+        if len(text) == 1:
+            per_sample = [num_images]
+        elif len(text) == num_images:
+            per_sample = [1] * num_images
+        else:
+            return text
+        logger.warning_once(
+            "the text holds no image marker; one %s per image is put in front of the prompt", self.image_token
+        )
+        return [self.image_token * count + sample for count, sample in zip(per_sample, text, strict=True)]
 
     def validate_inputs(
         self, images: Any = None, text: Any = None, videos: Any = None, audio: Any = None, **kwargs: Any

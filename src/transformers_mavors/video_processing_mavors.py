@@ -219,14 +219,29 @@ def is_video_like(value: Any) -> bool:
     return False
 
 
-def make_list_of_videos(videos: Any) -> list[Any]:
-    """Flatten a video, a list of videos or a batch (list of lists of videos) into a list of videos."""
+def make_list_of_videos(videos: Any, _where: str = "videos") -> list[Any]:
+    """Flatten a video, a list of videos or a batch (list of lists of videos) into a list of videos.
+
+    `videos=None` means no videos; a `None` inside a list (a video or a frame) is a `ValueError` naming its index."""
     if videos is None:
         return []
     if is_video_like(videos):
         return [videos]
     if isinstance(videos, (list, tuple)):
-        return [video for item in videos for video in make_list_of_videos(item)]
+        if any(item is None for item in videos):
+            index = next(i for i, item in enumerate(videos) if item is None)
+            if any(_is_frame(item) for item in videos):
+                raise ValueError(
+                    f"frame {index} of the frame list {_where} is None; every frame must be a PIL image or an "
+                    "(H, W, C) array"
+                )
+            raise ValueError(
+                f"{_where}[{index}] is None; every item must be a video (path, file object, bytes, "
+                "(T, H, W, C) array or list of frames) or a list of videos"
+            )
+        return [
+            video for i, item in enumerate(videos) for video in make_list_of_videos(item, f"{_where}[{i}]")
+        ]
     if isinstance(videos, (np.ndarray, torch.Tensor)):
         raise ValueError(
             f"a video array must have 4 dimensions (T, H, W, C), got shape {tuple(videos.shape)}"

@@ -34,6 +34,13 @@ import torch
 from transformers.utils import logging
 
 from ..configuration_mavors import num_visual_tokens
+from .validation import (
+    check_examples,
+    check_media_columns,
+    has_assistant_turn,
+    locate_column_type_conflict,
+    warn_records_without_reply,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -64,6 +71,10 @@ def _normalize_content(content: Any, where: str) -> list[dict]:
         if block["type"] not in ("text", *MEDIA_TYPES):
             raise ValueError(
                 f"{where}: block type {block['type']!r} is not one of ('text', 'image', 'video')"
+            )
+        if block["type"] == "text" and block.get("text") is not None and not isinstance(block["text"], str):
+            raise TypeError(
+                f"{where}: a text block's 'text' must be a string, got {type(block['text']).__name__}"
             )
         # `datasets` stores every block with every key; absent ones come back as None
         blocks.append({key: value for key, value in block.items() if value is not None})
@@ -106,6 +117,7 @@ def normalize_record(record: dict, where: str = "record") -> dict:
     """Check a record's kind (SFT `messages`, SFT `prompt`/`completion`, or preference) and normalize it."""
     if not isinstance(record, dict):
         raise TypeError(f"{where} must be a dict, got {type(record).__name__}")
+    check_media_columns(record, where)
     out = {key: value for key, value in record.items() if key in ("images", "videos")}
     if "messages" in record:
         out["messages"] = _storable(normalize_messages(record["messages"], f"{where}.messages"))
@@ -161,24 +173,25 @@ def load_mavors_dataset(
     per file, no decoding), so a typo fails here and not hours into a run.
     """
     import datasets
+    import pyarrow
 
     if isinstance(data, (str, os.PathLike)):
         data = [data]
     records: list[dict] = []
+    places: list[str] = []  # where each record came from, for messages: "file:line" or "record i"
     for item in data:
         if isinstance(item, dict):
-            records.append(normalize_record(item, f"record {len(records)}"))
+            places.append(f"record {len(records)}")
+            records.append(normalize_record(item, places[-1]))
             continue
-        with open(item, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        raw = json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{item}:{line_number} is not valid JSON: {error}") from None
-                    records.append(normalize_record(raw, f"{item}:{line_number}"))
+        for place, raw in _read_jsonl(item):
+            places.append(place)
+            records.append(normalize_record(raw, place))
     if not records:
         raise ValueError(f"no records found in {data!r}")
+    warn_records_without_reply(
+        [place for record, place in zip(records, places, strict=True) if not _learns_something(record)]
+    )
     if check_media_exist:
         missing = [
             p
@@ -190,7 +203,33 @@ def load_mavors_dataset(
             raise FileNotFoundError(
                 f"{len(missing)} media file(s) not found under media_root={media_root!r}, e.g. {missing[:3]}"
             )
-    return datasets.Dataset.from_list(records)
+    try:
+        return datasets.Dataset.from_list(records)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError) as error:
+        conflict = locate_column_type_conflict(records, places)
+        raise TypeError(conflict or f"the records cannot be stored as one table: {error}") from error
+
+
+def _read_jsonl(path: str | os.PathLike) -> Iterable[tuple[str, dict]]:
+    """`("file:line", record)` for every non-blank line; bad UTF-8 or JSON is a `ValueError` naming the line."""
+    with open(path, "rb") as handle:
+        for line_number, raw_line in enumerate(handle, 1):
+            place = f"{os.fspath(path)}:{line_number}"
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{place} is not valid UTF-8 ({error})") from None
+            if not line.strip():
+                continue
+            try:
+                yield place, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{place} is not valid JSON: {error}") from None
+
+
+def _learns_something(record: dict) -> bool:
+    """False for an SFT `messages` record without an assistant turn (preference and completion records have one)."""
+    return "messages" not in record or has_assistant_turn(record["messages"])
 
 
 def write_jsonl(records: Iterable[dict], path: str | os.PathLike) -> Path:
@@ -497,11 +536,17 @@ class MavorsSFTCollator(MavorsCollatorBase):
         )
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        check_examples(examples, type(self).__name__)
         texts, videos, images, num_replies = [], [], [], []
-        for example in examples:
+        for index, example in enumerate(examples):
+            check_media_columns(example, f"example {index}")
             messages, example_videos, example_images = split_media(
                 self.conversation(example), self.media_root, example
             )
+            if not has_assistant_turn(messages):
+                logger.warning_once(
+                    "An SFT example has no assistant turn: nothing in it is learned (all its labels are -100)."
+                )
             texts.append(render_chat(self.processor, messages))
             videos += example_videos
             images += example_images
@@ -559,8 +604,10 @@ class MavorsPreferenceCollator(MavorsCollatorBase):
     dataset_columns = ("prompt", "chosen", "rejected", "images", "videos")
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        check_examples(examples, type(self).__name__)
         prompt_texts, completions, videos, images = [], {"chosen": [], "rejected": []}, [], []
-        for example in examples:
+        for index, example in enumerate(examples):
+            check_media_columns(example, f"example {index}")
             missing = {"prompt", "chosen", "rejected"} - example.keys()
             if missing:
                 raise ValueError(

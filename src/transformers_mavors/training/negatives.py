@@ -106,14 +106,15 @@ def build_video_caption_pairs(
     `caption_fn(shuffled copy)`. Records follow `data.py`'s preference format, with the original video in the
     prompt, and are ready for `write_jsonl` / `load_mavors_dataset`. The shuffled copy's path (relative to
     `media_root` when it lies inside it) and the order of the quarters are kept as `rejected_video` and
-    `quarter_order` for inspection.
+    `quarter_order` for inspection. A pair whose captions are equal (up to case and white space) teaches nothing:
+    it is skipped, its shuffled copy removed, and the skipped pairs are counted in one warning.
     """
     if chosen_captions is not None and len(chosen_captions) != len(videos):
         raise ValueError(f"got {len(chosen_captions)} chosen captions for {len(videos)} videos")
     rng = random.Random(seed)
     output_dir = Path(output_dir)
     root = None if media_root is None else Path(media_root).resolve()
-    records = []
+    records, skipped = [], []
     for index, video in enumerate(
         tqdm(videos, desc="Shuffling and captioning videos", disable=len(videos) < 8)
     ):
@@ -124,6 +125,12 @@ def build_video_caption_pairs(
         if root is not None and stored.is_relative_to(root):
             stored = stored.relative_to(root)
         chosen = chosen_captions[index] if chosen_captions is not None else caption_fn(original)
+        rejected = caption_fn(str(shuffled))
+        if _same_caption(chosen, rejected):
+            # no preference to learn: DPO's loss is constant on such a pair. The shuffled copy is ours to remove.
+            skipped.append(os.fspath(video))
+            shuffled.unlink(missing_ok=True)
+            continue
         records.append(
             {
                 "prompt": [
@@ -136,12 +143,25 @@ def build_video_caption_pairs(
                     }
                 ],
                 "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": caption_fn(str(shuffled))}],
+                "rejected": [{"role": "assistant", "content": rejected}],
                 "rejected_video": str(stored),
                 "quarter_order": order,
             }
         )
+    if skipped:
+        logger.warning(
+            "skipped %d of %d caption pairs whose chosen and rejected captions are equal (the captioner ignored the "
+            "shuffle), e.g. %s",
+            len(skipped),
+            len(videos),
+            ", ".join(skipped[:3]),
+        )
     return records
+
+
+def _same_caption(chosen: str, rejected: str) -> bool:
+    """Equal up to case and white space."""
+    return " ".join(str(chosen).split()).lower() == " ".join(str(rejected).split()).lower()
 
 
 def make_captioner(

@@ -36,6 +36,33 @@ from .stages import (
 logger = logging.get_logger(__name__)
 
 
+def _has_accelerator() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
+
+
+def _quiet_defaults(args) -> None:
+    """Pinned memory only helps copies to an accelerator; without one torch warns on every data loader."""
+    if args is not None and getattr(args, "dataloader_pin_memory", False) and not _has_accelerator():
+        args.dataloader_pin_memory = False
+
+
+def _align_special_tokens_quietly(model, processing_class) -> None:
+    """Align the model's PAD/BOS/EOS ids with the tokenizer now, as `Trainer` would, without its warning: the
+    Mavors checkpoints built from a Qwen2 tokenizer differ from it only by ids the user cannot act on."""
+    if model is None or processing_class is None or not hasattr(model, "config"):
+        return
+    from transformers import trainer_utils
+
+    trainer_logger = logging.get_logger(trainer_utils.__name__)
+    level = trainer_logger.level
+    trainer_logger.setLevel(logging.ERROR)
+    try:
+        trainer_utils.align_special_tokens(model, processing_class)
+    finally:
+        trainer_logger.setLevel(level)
+
+
 class MavorsTrainingMixin:
     """Mix into a `transformers.Trainer` subclass (first in the bases) to train Mavors the paper's way.
 
@@ -48,6 +75,11 @@ class MavorsTrainingMixin:
     def __init__(self, *args, stage: str | None = None, vision_lr_scale: float = VISION_LR_SCALE, **kwargs):
         self.stage = None if stage is None else normalize_stage(stage)
         self.vision_lr_scale = vision_lr_scale
+        _quiet_defaults(kwargs.get("args", args[1] if len(args) > 1 else None))
+        _align_special_tokens_quietly(
+            kwargs.get("model", args[0] if args else None),
+            kwargs.get("processing_class", kwargs.get("tokenizer")),
+        )
         super().__init__(*args, **kwargs)
         check_launch(self.args)  # several launched processes must form one job (distributed.py)
         self.add_callback(DistributedReportCallback(self))
