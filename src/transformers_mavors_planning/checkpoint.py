@@ -198,7 +198,7 @@ def check_checkpoint_dir(
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """The local directory of a Mavors checkpoint (a Hub id is resolved to its snapshot, `loading.resolve_checkpoint`),
+    """The local directory of a Mavors checkpoint (a Hub id is resolved to its snapshot, `resolve_checkpoint`),
     after checking it (without `need_weights`, a Hub id fetches only the JSON files): `FileNotFoundError` naming every
     file it lacks (pointing a LoRA run's output folder at its
     `merged/` checkpoint), `ValueError` naming a corrupt JSON or safetensors file."""
