@@ -75,14 +75,24 @@ def demo_model_dir() -> Path:
     return Path(spec.origin).parent / "synthetic" / "demo_model"
 
 
-def make_clip(path: Path, seconds: float, fps: int) -> Path:
+def write_clip(path: str, seconds: str, fps: str) -> None:
     from transformers_mavors.media_io import write_video
 
+    path, seconds, fps = Path(path), float(seconds), int(fps)
+
+    print(f"writing {path} ({seconds:g} s at {fps} fps) ...", file=sys.stderr)
+    partial = path.with_suffix(".partial.mp4")
+    write_video(frames(seconds, fps), partial, fps, options={"preset": "veryfast"})
+    partial.rename(path)
+
+
+def make_clip(path: Path, seconds: float, fps: int) -> Path:
+    """The clip, written by a child process when missing: this process must not import the package (torch), or
+    every measured child would start from its memory (Linux counts a child's peak RSS from the fork)."""
     if not path.exists():
-        print(f"writing {path} ({seconds:g} s at {fps} fps) ...", file=sys.stderr)
-        partial = path.with_suffix(".partial.mp4")
-        write_video(frames(seconds, fps), partial, fps, options={"preset": "veryfast"})
-        partial.rename(path)
+        code = "import sys; sys.path.insert(0, sys.argv[1]); from inspect_plan import write_clip; write_clip(*sys.argv[2:])"
+        arguments = [str(Path(__file__).parent), str(path), str(seconds), str(fps)]
+        subprocess.run([sys.executable, "-c", code, *arguments], check=True)
     return path
 
 

@@ -1,4 +1,7 @@
-"""Checkpoint hygiene for the Hub: checking a directory before loading, and writing a model card."""
+"""Checkpoint hygiene for the Hub: checking a directory before loading, and writing a model card.
+
+`check_checkpoint_dir` lives in `transformers_mavors_planning.checkpoint` (no torch, so `mavors inspect --model`
+can use it) and is re-exported here."""
 
 import os
 from pathlib import Path
