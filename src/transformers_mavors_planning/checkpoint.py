@@ -62,6 +62,15 @@ def resolve_checkpoint(
     `allow_patterns`, by default `SNAPSHOT_PATTERNS`.
 
     `FileNotFoundError` with one sentence when neither exists; `NotADirectoryError` for a file."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"{what} path is not a directory: {str(path)!r}")
+        return path
+    name = os.fspath(name_or_path)
+    if not looks_like_repo_id(name):
+        raise FileNotFoundError(f"{what} directory not found: {name!r} (and it is not a Hub model id)")
+    # imported here: a local directory needs none of it (a fraction of a second)
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -72,14 +81,6 @@ def resolve_checkpoint(
         RevisionNotFoundError,
     )
 
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise NotADirectoryError(f"{what} path is not a directory: {str(path)!r}")
-        return path
-    name = os.fspath(name_or_path)
-    if not looks_like_repo_id(name):
-        raise FileNotFoundError(f"{what} directory not found: {name!r} (and it is not a Hub model id)")
     offline = local_files_only or constants.HF_HUB_OFFLINE
     cache = os.fspath(cache_dir) if cache_dir is not None else constants.HF_HUB_CACHE
     try:
