@@ -32,9 +32,11 @@ import transformers_mavors  # noqa: F401 (registers the Mavors classes with the 
 from transformers_mavors import MavorsForConditionalGeneration, MavorsProcessor
 from transformers_mavors.training import (
     LORA_PRESETS,
+    DistributedSetupError,
     MavorsDPOTrainer,
     MavorsPreferenceCollator,
     build_video_caption_pairs,
+    cpu_distributed_kwargs,
     load_mavors_dataset,
     make_captioner,
     mavors_lora_config,
@@ -170,6 +172,7 @@ def main(argv=None):
         dataloader_num_workers=args.num_workers,
         deepspeed=args.deepspeed,
         report_to=[] if args.report_to == "none" else [args.report_to],
+        **cpu_distributed_kwargs(),  # torchrun / accelerate launch on CPU: gloo, one job (not N copies)
     )
     options = {"fps": args.fps, "max_chunks": args.max_chunks}
     trainer = MavorsDPOTrainer(
@@ -201,4 +204,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DistributedSetupError as error:  # a launch that would not train as one job: one line, no traceback
+        raise SystemExit(f"error: {error}") from None

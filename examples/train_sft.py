@@ -34,9 +34,11 @@ import transformers_mavors  # noqa: F401 (registers the Mavors classes with the 
 from transformers_mavors import MavorsForConditionalGeneration, MavorsProcessor
 from transformers_mavors.training import (
     LORA_PRESETS,
+    DistributedSetupError,
     MavorsSFTCollator,
     MavorsTrainer,
     apply_lora,
+    cpu_distributed_kwargs,
     load_mavors_dataset,
     merge_and_save,
 )
@@ -167,6 +169,7 @@ def training_kwargs(args) -> dict:
         dataloader_num_workers=args.num_workers,
         deepspeed=args.deepspeed,
         report_to=[] if args.report_to == "none" else [args.report_to],
+        **cpu_distributed_kwargs(),  # torchrun / accelerate launch on CPU: gloo, one job (not N copies)
     )
 
 
@@ -238,4 +241,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DistributedSetupError as error:  # a launch that would not train as one job: one line, no traceback
+        raise SystemExit(f"error: {error}") from None

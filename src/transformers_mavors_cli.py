@@ -119,6 +119,22 @@ def add_generate_parser(commands) -> None:
     generate.add_argument("--revision", help="Hub revision of --model (branch, tag or commit)")
 
 
+def add_chat_parser(commands) -> None:
+    chat = commands.add_parser(
+        "chat", help="encode a video once, then answer questions about it read from stdin (one per line)"
+    )
+    chat.add_argument("--video", required=True, help="video file")
+    chat.add_argument(
+        "--model",
+        help="checkpoint directory or Hub id (default: the tiny offline demo model of the synthetic domain)",
+    )
+    chat.add_argument("--fps", type=positive_float, help="sampling rate (default: the processor's)")
+    chat.add_argument("--max-chunks", type=positive_int, help="chunk budget before accelerated playback")
+    chat.add_argument("--max-new-tokens", type=positive_int, default=128)
+    chat.add_argument("--dtype", choices=DTYPES, default="auto")
+    chat.add_argument("--trust-remote-code", action="store_true", help="load a checkpoint's own code")
+
+
 def add_convert_parser(commands) -> None:
     convert = commands.add_parser("convert", help="build a Stage-1-ready checkpoint from SigLIP + Qwen2.5")
     convert.add_argument("--vision", required=True, help="SigLIP checkpoint directory or Hub id")
@@ -175,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_generate_parser(commands)
+    add_chat_parser(commands)
     add_convert_parser(commands)
     add_inspect_parser(commands)
     add_niah_parser(commands)

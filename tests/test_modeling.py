@@ -8,6 +8,7 @@ from conftest import image_inputs, pack_frames, prompt_ids, randomize_, tokens_f
 from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from transformers_mavors import MavorsForConditionalGeneration, MavorsVisionModel
+from transformers_mavors._compat import enable_activation_checkpointing
 
 P = 14
 
@@ -416,7 +417,7 @@ def test_gradient_checkpointing_gives_same_gradients(model, config, tokenizer):
 
     reference = grads(model)
     checkpointed = copy.deepcopy(model)
-    checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    enable_activation_checkpointing(checkpointed, {"use_reentrant": False})
     assert checkpointed.model.vision_model.encoder.layers[0].gradient_checkpointing
     assert checkpointed.model.vision_model.aggregator.layers[0].gradient_checkpointing
     other = grads(checkpointed)

@@ -60,3 +60,23 @@ def test_the_installed_package_never_imports_testing_utils():
     assert offenders == []
     # the check resolves relative imports: testing_utils' own `from .tiny import ...` is seen
     assert "transformers_mavors.tiny.build_tiny_tokenizer" in imported_modules(package / "testing_utils.py")
+
+
+def test_the_evaluation_ci_runs_the_documented_install_verbatim():
+    """docs/evaluation.md's first bash block is the install `.ci/engines/evaluation.sh` runs in a fresh venv."""
+    (install, *_) = re.findall(
+        r"```bash\n(.*?)```", (ROOT / "docs" / "evaluation.md").read_text(), flags=re.S
+    )
+    script = [line.strip() for line in (ROOT / ".ci" / "engines" / "evaluation.sh").read_text().splitlines()]
+    assert install.strip() and install.strip() in script
+
+
+def test_serving_ci_runs_the_documented_install_verbatim():
+    """docs/serving.md's first bash block is the CPU install; .ci/engines/serving.sh runs it in an activated venv."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "docs" / "serving.md").read_text(), flags=re.S)
+    install = blocks[0].strip()
+    assert "pip install torch==2.13.0" in install and "[serving]" in install
+    script = (ROOT / ".ci" / "engines" / "serving.sh").read_text()
+    lines = [line.strip() for line in script.splitlines()]
+    assert install in lines
+    assert lines.index("source .venvs/serving/bin/activate") < lines.index(install)

@@ -8,9 +8,8 @@ import pytest
 from transformers.testing_utils import CaptureLogger
 
 from transformers_mavors.testing_utils import build_tiny_tokenizer, tiny_processor, write_sample_video
-from transformers_mavors.training import load_mavors_dataset
+from transformers_mavors.training import load_mavors_dataset, validation
 from transformers_mavors.training import negatives as negatives_module
-from transformers_mavors.training import validation
 from transformers_mavors.training.data import MavorsPreferenceCollator, MavorsSFTCollator
 from transformers_mavors.training.negatives import build_video_caption_pairs
 

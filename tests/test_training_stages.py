@@ -10,6 +10,7 @@ from test_training_fixtures import (  # noqa: F401 (one_torch_thread is an autou
     handmade_dataset,
     one_torch_thread,
     tiny_model,
+    tiny_processor,
     training_args,
 )
 
@@ -233,3 +234,24 @@ def test_handmade_batch_masks_all_but_the_answer():
     for row in range(2):
         kept = batch["labels"][row][batch["labels"][row] != -100]
         assert tokenizer().decode(kept) == ("right" if row == 0 else "left") + "<|im_end|>"
+
+
+@pytest.mark.parametrize(
+    "stage, given, expected", [("1", {}, 1), ("1.5", {}, 1), ("2", {}, None), ("1", {"max_slices": 4}, 4)]
+)
+def test_sub_image_tiling_starts_with_stage_2(stage, given, expected, tmp_path):
+    from PIL import Image
+
+    from transformers_mavors.training import MavorsSFTCollator, MavorsTrainer
+    from transformers_mavors.training.stages import stage_processor_kwargs
+
+    processor = tiny_processor()
+    collator = MavorsSFTCollator(processor, processor_kwargs=dict(given))
+    MavorsTrainer(model=tiny_model(), args=training_args(tmp_path), data_collator=collator, stage=stage)
+    assert collator.processor_kwargs.get("max_slices") == expected
+    # what the processor then does with a wide image: one piece, or the global view plus sub-images
+    image = Image.new("RGB", (224, 56), "white")
+    grids = processor(text=["<|image_pad|>"], images=[image], **stage_processor_kwargs(stage, given))[
+        "image_grid_thw"
+    ]
+    assert (len(grids) == 1) == (expected == 1)

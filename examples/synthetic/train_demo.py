@@ -23,10 +23,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from transformers_mavors.evaluation.niah import plot_heatmap, run_needle_in_haystack, save_result  # noqa: E402
 from transformers_mavors.synthetic import CHANCE, TASKS, make_scene, write_video  # noqa: E402
 from transformers_mavors.synthetic.data import HELDOUT_SEED_OFFSET  # noqa: E402
 from transformers_mavors.synthetic.demo import DEMO_MODEL_DIR, DEMO_SAMPLE_SEED, strip_code  # noqa: E402
-from transformers_mavors.synthetic.niah import plot_heatmap, run_needle_in_haystack, save_result  # noqa: E402
 from transformers_mavors.synthetic.training import greedy_answers, loss_curve, train_synthetic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -63,6 +63,8 @@ MavorsImageProcessor.register_for_auto_class("AutoImageProcessor")
 MavorsVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 # --- end of processor registration ---------------------------------------------------------------
 
+from .live import MavorsVideoSession  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -78,4 +80,5 @@ __all__ = [
     "MavorsVideoMetadata",
     "MavorsProcessor",
     "VideoTextToTextPipeline",
+    "MavorsVideoSession",
 ]

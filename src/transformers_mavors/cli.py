@@ -1,4 +1,4 @@
-"""The `mavors` commands: `run_generate`, `run_convert`, `run_inspect`, `run_niah`, one function each.
+"""The `mavors` commands: `run_generate`, `run_chat`, `run_convert`, `run_inspect`, `run_niah`, one function each.
 
 The console script is `transformers_mavors_cli.main` (beside this package): it parses the arguments with the
 standard library alone, so `--help`, `--version` and usage errors never wait for torch, then imports this module
@@ -88,6 +88,56 @@ def run_generate(args) -> int:
     return 0
 
 
+def _read_question(prompt: str) -> str:
+    """A line of stdin; the prompt is shown only to a person at a terminal (piped answers stay one per line)."""
+    if sys.stdin.isatty():
+        return input(prompt)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
+def run_chat(args) -> int:
+    """`mavors chat --video PATH`: the video encoded once (a live session), then one answer per question line,
+    until an empty line or end of input (docs/live-video.md)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from .hub import check_checkpoint_dir
+    from .live import MavorsVideoSession
+    from .live import run_chat as chat_loop
+
+    if args.model is None:
+        from .synthetic.demo import demo_model_path
+
+        args.model = str(demo_model_path())
+        print(f"mavors chat: no --model given, using the bundled demo model ({args.model})", file=sys.stderr)
+    check_checkpoint_dir(args.model)
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        args.model, dtype=dtype, trust_remote_code=args.trust_remote_code
+    ).eval()
+    with torch.inference_mode():
+        session = MavorsVideoSession.from_video(
+            model, processor, args.video, fps=args.fps, max_chunks=args.max_chunks
+        )
+        print(
+            f"mavors chat: {args.video} encoded once ({session.num_frames} frames, {session.num_chunks} chunks); "
+            "one question per line, an empty line or end of input ends",
+            file=sys.stderr,
+        )
+        chat_loop(
+            session,
+            read_line=_read_question,
+            write=lambda answer: print(answer.strip(), flush=True),
+            max_new_tokens=args.max_new_tokens,
+            do_sample=False,
+        )
+    return 0
+
+
 def run_convert(args) -> int:
     import torch
 
@@ -136,8 +186,8 @@ def _require_matplotlib() -> None:
 def run_niah(args) -> int:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from .evaluation import niah
     from .hub import check_checkpoint_dir
-    from .synthetic import niah
 
     if args.plot:
         _require_matplotlib()  # before the evaluation, not after it

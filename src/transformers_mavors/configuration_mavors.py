@@ -4,7 +4,8 @@ import math
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+
+from ._compat import HAS_SUB_CONFIG_SPEC, SubConfigSpec, build_sub_configs
 
 from transformers_mavors_planning.sampling import num_visual_tokens
 
@@ -185,12 +186,15 @@ class MavorsConfig(PreTrainedConfig):
     """
 
     model_type = "mavors"
-    sub_configs_defaults = {
-        "text_config": SubConfigSpec(
-            config_class=AutoConfig, model_type="qwen2", init_kwargs=QWEN2_5_7B_TEXT_DEFAULTS
-        ),
-        "vision_config": MavorsVisionConfig,
-    }
+    if HAS_SUB_CONFIG_SPEC:
+        sub_configs_defaults = {
+            "text_config": SubConfigSpec(
+                config_class=AutoConfig, model_type="qwen2", init_kwargs=QWEN2_5_7B_TEXT_DEFAULTS
+            ),
+            "vision_config": MavorsVisionConfig,
+        }
+    else:  # transformers 5.19 (_compat.py): a plain mapping, materialised in __post_init__
+        sub_configs = {"text_config": AutoConfig, "vision_config": MavorsVisionConfig}
     keys_to_ignore_at_inference = ["past_key_values"]
 
     text_config: dict | PreTrainedConfig | None = None
@@ -201,6 +205,8 @@ class MavorsConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        if not HAS_SUB_CONFIG_SPEC:
+            build_sub_configs(self, MavorsVisionConfig, "qwen2", QWEN2_5_7B_TEXT_DEFAULTS)
         super().__post_init__(**kwargs)
         # Qwen2 checkpoints record weight tying on the text config; honour it at the top level too.
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):

@@ -91,6 +91,10 @@ mavors generate --model <this repo or directory> --video clip.mp4 --prompt "Desc
 Without the package installed: `AutoModelForImageTextToText.from_pretrained(repo, trust_remote_code=True)`
 and `AutoProcessor.from_pretrained(repo, trust_remote_code=True)`.
 
+Serves with vLLM (images and videos, offline `LLM` and the OpenAI-compatible server) once
+`transformers-mavors[serving]` is installed: `python -m vllm.entrypoints.openai.api_server --model <this repo or
+directory>`; see the package's `docs/serving.md`.
+
 ## Citation
 
 ```bibtex

@@ -503,18 +503,32 @@ class MavorsVisionModel(MavorsPreTrainedModel):
         s = self.config.spatial_merge_size
         return hidden.unflatten(1, (height // s, s, width // s, s)).mean(dim=(2, 4)).flatten(1, 2)
 
-    def encode_chunks(self, pixel_rows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def encode_chunks(
+        self, pixel_rows: torch.Tensor, height: int, width: int, blank_micro_batches: int = 0
+    ) -> torch.Tensor:
         """IVE on chunks sharing one grid: `(chunks, h*w, row)` -> pooled `(chunks, h*w/s^2, d)`.
 
         Chunks go through the ViT `vision_chunk_batch_size` at a time, so activation memory is bounded by the
-        micro-batch, whatever the video length.
+        micro-batch, whatever the video length. `blank_micro_batches` more micro-batches of one blank chunk run
+        after them, through the same graph, and are dropped from the result: the rank synchronisation of sharded
+        engines (`training/rank_sync.py`) uses them so every rank runs, and back-propagates, as many ViT calls
+        in the same order.
         """
-        positions = self.embeddings.position_embeddings(height, width)  # eq. 7, resampled once per grid
+        # eq. 7, resampled once per grid; under DeepSpeed ZeRO-3 the table is whole only inside the embeddings'
+        # forward (its partitioned weight carries `ds_id`), so it is resampled there, once per micro-batch
+        table = self.embeddings.position_embedding.weight
+        positions = None if hasattr(table, "ds_id") else self.embeddings.position_embeddings(height, width)
         pooled = []
         for batch in pixel_rows.split(self.config.vision_chunk_batch_size):
             hidden = self.embeddings(batch, height, width, positions)  # eq. 1 + eq. 7: (b, n_V, d)
             hidden = self.encoder(inputs_embeds=hidden).last_hidden_state  # ViT: (b, n_V, d)
             pooled.append(self.pool(self.post_layernorm(hidden), height, width))  # (b, n_V / 4, d)
+        for _ in range(blank_micro_batches):
+            hidden = self.embeddings(pixel_rows.new_zeros(1, *pixel_rows.shape[1:]), height, width, positions)
+            hidden = self.encoder(inputs_embeds=hidden).last_hidden_state
+            pooled.append(self.pool(self.post_layernorm(hidden), height, width))
+        if blank_micro_batches:
+            return torch.cat(pooled)[: pixel_rows.shape[0]]
         return torch.cat(pooled) if len(pooled) > 1 else pooled[0]
 
     def encode_chunks_for_capture(
@@ -678,9 +692,12 @@ class MavorsVisionModel(MavorsPreTrainedModel):
         if capture:
             return self.encode_chunks_for_capture(rows, [(h, w) for _, h, w in grid], **kwargs)
         pooled: list[torch.Tensor | None] = [None] * len(grid)
-        for (h, w), members in plan.grid_groups.items():
+        # blank ViT micro-batches the rank synchronisation asks for (training/rank_sync.py), run with the last grid
+        blank = getattr(self, "_blank_micro_batches", 0)
+        last = len(plan.grid_groups) - 1
+        for index, ((h, w), members) in enumerate(plan.grid_groups.items()):
             group = torch.cat([rows[i] for i in members]) if len(members) > 1 else rows[members[0]]
-            encoded = self.encode_chunks(group, h, w)
+            encoded = self.encode_chunks(group, h, w, blank if index == last else 0)
             for i, features in zip(members, encoded.split([grid[i][0] for i in members]), strict=True):
                 pooled[i] = features
         return pooled

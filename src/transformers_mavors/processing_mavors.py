@@ -387,7 +387,9 @@ class MavorsProcessor(ProcessorMixin):
                     "video_token_counts sets placeholder counts in `text`, but no text was passed"
                 )
         try:
-            self._merge_kwargs(tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+            self._merge_kwargs(
+                self.valid_processor_kwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+            )
         except StrictDataclassFieldValidationError as error:  # transformers' type check, as a TypeError
             raise TypeError(f"MavorsProcessor: invalid keyword argument: {error}") from error
         if text is None:
@@ -537,7 +539,7 @@ class MavorsProcessor(ProcessorMixin):
             kwargs: processor options (`max_slices`, `fps`, `max_chunks`, ...), routed to images and videos as in
                 a call.
         """
-        merged = self._merge_kwargs(**kwargs)
+        merged = self._merge_kwargs(self.valid_processor_kwargs, **kwargs)
         data = {}
         if image_sizes is not None:
             images_kwargs = merged["images_kwargs"]

@@ -3,7 +3,7 @@
 - `scenes`: seeded procedural videos of coloured shapes and the question each one answers.
 - `data`: the splits as real MP4 files + JSONL records; the tiny model's tokenizer, config and processor.
 - `training`: training from scratch through `MavorsTrainer` + `MavorsSFTCollator`, and exact-match scoring.
-- `niah`: the chunk-level needle-in-a-haystack evaluation (paper appendix D) for any Mavors checkpoint.
+- `niah`: re-exports `transformers_mavors.evaluation.niah` (the needle-in-a-haystack evaluation moved there).
 """
 
 from .data import (

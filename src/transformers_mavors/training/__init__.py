@@ -4,6 +4,7 @@
 - `trainer`: `MavorsTrainer` (`transformers.Trainer` with the groups and per-stage schedule).
 - `rank_sync`: `synchronize_vision_calls(model)`, the hooks that keep ranks in step through the vision tower
   (installed by the trainers; call it yourself in a custom accelerate loop).
+- `distributed`: `detect_engine`, `cpu_distributed_kwargs` and the launch check (the `distributed:` line).
 - `trl_trainers`: `MavorsSFTTrainer`, `MavorsDPOTrainer` (TRL with video; imported on first use).
 - `data`: the JSONL record format, `load_mavors_dataset`, `MavorsSFTCollator`, `MavorsPreferenceCollator`.
 - `negatives`: the paper's four-part shuffled captioning negatives.
@@ -18,6 +19,13 @@ from .data import (
     normalize_record,
     truncate_batch,
     write_jsonl,
+)
+from .distributed import (
+    DistributedSetupError,
+    check_launch,
+    cpu_distributed_kwargs,
+    describe_distributed,
+    detect_engine,
 )
 from .lora import LORA_PRESETS, apply_lora, lora_target_modules, mavors_lora_config, merge_and_save
 from .negatives import (
@@ -36,6 +44,7 @@ from .stages import (
     parameter_component,
     prepare_stage,
     stage_lr_scheduler,
+    stage_processor_kwargs,
 )
 from .trainer import MavorsTrainer, MavorsTrainingMixin
 
@@ -52,6 +61,11 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "DistributedSetupError",
+    "check_launch",
+    "cpu_distributed_kwargs",
+    "describe_distributed",
+    "detect_engine",
     "STAGES",
     "STAGE_TRAINABLE",
     "STAGE_SCHEDULE",
@@ -59,6 +73,7 @@ __all__ = [
     "mavors_parameter_groups",
     "parameter_component",
     "stage_lr_scheduler",
+    "stage_processor_kwargs",
     "MavorsTrainer",
     "MavorsTrainingMixin",
     "synchronize_vision_calls",

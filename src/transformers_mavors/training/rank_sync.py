@@ -4,22 +4,28 @@ Mavors' vision work depends on the data: a text-only batch never calls the visio
 runs the ViT for more micro-batches than one of 2 (`MavorsVisionPlan`). Two distributed engines need the ranks to
 agree anyway:
 
-- **DDP** reduces gradients of every parameter each step; a rank whose batch left the vision tower unused has no
-  gradient to send (`find_unused_parameters=False` then fails, and turning the search on costs a graph walk).
-- **Sharded weights** (DeepSpeed ZeRO-3, FSDP) gather each layer's weights when the layer runs, with a collective
-  every rank must join in the same order; a rank that runs a layer fewer times than another leaves a gather
-  unanswered and the job hangs (QwenLM #126, DeepSpeed #6438).
+- **DDP and ZeRO-2** reduce the gradients of every parameter each step, in buckets filled in the order gradients
+  become ready; a rank whose batch left the vision tower unused has no gradient to send (DDP with
+  `find_unused_parameters=False` fails), and a rank that ran image and video in another order fills its buckets
+  in another order (ZeRO-2's gloo collectives then disagree on sizes).
+- **Sharded weights** (DeepSpeed ZeRO-3, FSDP2) gather each layer's weights when the layer runs, forward and
+  backward, with a collective every rank must join in the same order; a rank that runs a layer fewer times than
+  another leaves a gather unanswered and the job hangs or fails (QwenLM #126, DeepSpeed #6438).
 
 `synchronize_vision_calls(model)` installs forward hooks that make both hold without touching the model's code:
 
-- *media for every modality*: in a training forward (and, with sharded weights, in every prefill), each modality
-  the batch lacks is encoded from one tiny blank item just before the language model runs, and its projected
-  features are added to the input embeddings with weight 0. Every rank then calls the vision tower and projector
-  once per modality, in the same order, and every parameter gets a gradient; the loss is unchanged.
-- *equal call counts* (sharded weights only, detected from the parameters): before each vision-tower call the
-  ranks agree (an all-reduce of `MavorsVisionModel.plan(...)`'s counts) on the most ViT micro-batches and IFA
-  calls any rank needs; a rank with fewer first runs the missing ViT micro-batches on a blank chunk, then its
-  own, and after its IFA calls the missing IFA calls, all added with weight 0 so the backward pass also matches.
+- *media for every modality, in one order*: in a training forward (and, with sharded weights, in every
+  prefill), each modality the batch lacks is encoded from one tiny blank item and its projected features are
+  added to the input embeddings with weight 0: a blank image when the forward starts (before the forward's own
+  videos), a blank video just before the language model (after its own images). Every rank then calls the
+  vision tower and projector once per modality, images first, and every parameter gets a gradient; the loss is
+  unchanged.
+- *equal call counts* (sharded weights only, detected from the model: ZeRO-3 partitioned parameters, FSDP2
+  `fully_shard` modules or DTensors): before each vision-tower call the ranks agree (an all-reduce of
+  `MavorsVisionModel.plan(...)`'s counts) on the most ViT micro-batches and IFA calls any rank needs. A rank
+  with fewer runs the missing ViT micro-batches on a blank chunk inside the tower's own loop, after its real
+  ones and through the same graph (`encode_chunks(..., blank_micro_batches=n)`), so forward and backward visit
+  the layers in the same order on every rank; the missing IFA calls follow its own, added with weight 0.
 
 `MavorsTrainer`, `MavorsSFTTrainer` and `MavorsDPOTrainer` install it on their model (and DPO's reference model).
 A custom training loop calls it once on the model, before or after `accelerator.prepare(...)`:
@@ -52,14 +58,22 @@ def distributed_world_size() -> int:
 
 
 def has_sharded_weights(module: nn.Module) -> bool:
-    """Whether `module`'s weights are sharded across ranks and gathered per call (ZeRO-3, FSDP2, FSDP1)."""
-    weight = next(module.parameters(), None)
-    if weight is None:
-        return False
-    return (
+    """Whether parts of `module` gather their weights from shards when they run (ZeRO-3, FSDP2, FSDP1).
+
+    FSDP2 swaps a module's DTensor parameters for plain tensors while it runs, so the `fully_shard` modules inside
+    are looked for as well as DTensor (or DeepSpeed-partitioned, or FSDP1-flattened) parameters.
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover (torch < 2.6)
+        FSDPModule = ()  # noqa: N806
+    if any(isinstance(m, FSDPModule) for m in module.modules()):
+        return True
+    return any(
         hasattr(weight, "ds_id")  # DeepSpeed ZeRO-3 partitioned parameter
-        or type(weight).__name__ == "DTensor"  # FSDP2 (fully_shard)
+        or type(weight).__name__ == "DTensor"  # FSDP2 (fully_shard) outside the module's forward
         or getattr(weight, "_fsdp_flattened", False)  # FSDP1
+        for weight in module.parameters()
     )
 
 
@@ -77,6 +91,7 @@ class _ForwardState:
     model: MavorsModel
     dummy_media: bool = False
     present: set[str] = field(default_factory=set)
+    term: torch.Tensor | None = None  # zero-weighted sum of the blank items encoded so far
 
 
 class VisionCallSync:
@@ -125,9 +140,13 @@ class VisionCallSync:
         }
         training = mavors.training and torch.is_grad_enabled()
         sharded_prefill = self._pads(mavors.vision_model) and _is_prefill(arguments)
-        self._forwards.append(
-            _ForwardState(mavors, self.dummy_media and (training or sharded_prefill), present)
-        )
+        state = _ForwardState(mavors, self.dummy_media and (training or sharded_prefill), present)
+        self._forwards.append(state)
+        if state.dummy_media and "image" not in present:
+            # a blank image now, before the forward encodes its own videos: every rank calls the tower for images
+            # first and videos second (the forward's own order), so sharded engines gather, and ZeRO-2 buckets
+            # gradients, in one order on every rank
+            state.term = self._encode_blank(mavors, "image")
 
     def _end_forward(self, mavors: MavorsModel, args: tuple, output) -> None:
         if self._forwards and self._forwards[-1].model is mavors:
@@ -137,19 +156,26 @@ class VisionCallSync:
         state = self._forwards[-1] if self._forwards else None
         if state is None or not state.dummy_media or kwargs.get("inputs_embeds") is None:
             return None
-        mavors = state.model
+        embeds = kwargs["inputs_embeds"]
+        term = embeds.new_zeros(()) if state.term is None else state.term.to(embeds.dtype)
+        if "video" not in state.present:  # after the forward's own images, as a real video would come
+            term = term + self._encode_blank(state.model, "video").to(embeds.dtype)
+        state.term = None
+        return args, {**kwargs, "inputs_embeds": embeds + term}
+
+    @staticmethod
+    def _encode_blank(mavors: MavorsModel, modality: str) -> torch.Tensor:
+        """0 x the features of one blank `modality` item of the smallest grid (a scalar tied to every weight)."""
         config = mavors.config.vision_config
         side = config.spatial_merge_size
-        embeds = kwargs["inputs_embeds"]
-        term = embeds.new_zeros(())
-        grid = torch.tensor([[1, side, side]], device=embeds.device)
-        for modality, frames in (("image", 1), ("video", config.frames_per_chunk)):
-            if modality in state.present:
-                continue
-            rows = embeds.new_zeros(side * side, config.num_channels * frames * config.patch_size**2)
-            encode = mavors.get_image_features if modality == "image" else mavors.get_video_features
-            term = term + 0.0 * encode(rows, grid, return_dict=True).pooler_output[0].sum()
-        return args, {**kwargs, "inputs_embeds": embeds + term}
+        weight = next(mavors.vision_model.parameters())
+        frames = 1 if modality == "image" else config.frames_per_chunk
+        grid = torch.tensor([[1, side, side]], device=weight.device)
+        rows = torch.zeros(
+            side * side, config.num_channels * frames * config.patch_size**2, device=weight.device
+        )
+        encode = mavors.get_image_features if modality == "image" else mavors.get_video_features
+        return 0.0 * encode(rows, grid, return_dict=True).pooler_output[0].sum()
 
     # -- equal call counts --------------------------------------------------------------------------------------
 
@@ -178,21 +204,17 @@ class VisionCallSync:
         most = counts.clone()
         torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
         missing_encoder, missing_aggregator = (most - counts).tolist()
-        # ViT micro-batches first, so every rank runs all its ViT calls before any IFA call
-        config = vision.config
-        side = config.spatial_merge_size
-        rows = pixels.new_zeros(
-            1, side * side, config.num_channels * config.frames_per_chunk * config.patch_size**2
-        )
-        term = pixels.new_zeros(())
-        for _ in range(missing_encoder):
-            term = term + 0.0 * vision.encode_chunks(rows, side, side).sum()
-        self._pending.append((term, missing_aggregator))
+        # the missing ViT micro-batches run inside the tower's own loop, after its real ones and through the same
+        # graph (`encode_chunks(blank_micro_batches=...)`), so forward and backward visit the layers alike on
+        # every rank; the missing IFA calls follow the tower's own
+        vision._blank_micro_batches = missing_encoder
+        self._pending.append((pixels.new_zeros(()), missing_aggregator))
 
     def _after_vision(self, vision: MavorsVisionModel, args: tuple, kwargs: dict, output):
         if not self._pads(vision) or not self._pending:
             return None
         term, missing_aggregator = self._pending.pop()
+        vision._blank_micro_batches = 0
         if output is None or term is None:  # the call raised, or a process group of one: nothing to pad
             return None
         hidden = output.last_hidden_state
@@ -230,4 +252,9 @@ def synchronize_vision_calls(
     return sync
 
 
-__all__ = ["VisionCallSync", "distributed_world_size", "has_sharded_weights", "synchronize_vision_calls"]
+__all__ = [
+    "VisionCallSync",
+    "distributed_world_size",
+    "has_sharded_weights",
+    "synchronize_vision_calls",
+]

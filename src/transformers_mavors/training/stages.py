@@ -40,6 +40,9 @@ STAGE_SCHEDULE: dict[str, tuple[str, dict]] = {
     "dpo": ("cosine_with_min_lr", {"min_lr_rate": 0.1}),
 }
 
+# sub-image tiling (eq. 8) starts with stage 2 (paper §4): stages 1 and 1.5 see each image as one piece
+STAGE_MAX_SLICES: dict[str, int] = {"1": 1, "1.5": 1}
+
 VISION_LR_SCALE = 0.1  # IVE and IFA learn at 1/10 of the LLM's rate in every stage (paper §5.1)
 
 
@@ -192,3 +195,15 @@ __all__ = [
     "prepare_stage",
     "stage_lr_scheduler",
 ]
+
+
+def stage_processor_kwargs(stage: str | int | float, processor_kwargs: dict | None = None) -> dict:
+    """`processor_kwargs` with the stage's image tiling: `max_slices=1` in stages 1 and 1.5 unless given.
+
+    The paper tiles images into sub-images only from stage 2 on (§4); an explicit `max_slices` is kept.
+    """
+    kwargs = dict(processor_kwargs or {})
+    limit = STAGE_MAX_SLICES.get(normalize_stage(stage))
+    if limit is not None:
+        kwargs.setdefault("max_slices", limit)
+    return kwargs

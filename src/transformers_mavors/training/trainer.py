@@ -10,7 +10,9 @@
   for 2 / DPO) with `args.warmup_steps` (a step count, or a fraction of all steps when < 1).
 
 Both hooks are the ones DeepSpeed and FSDP integrations call, so the groups survive `accelerate launch` with any
-of the configs in `examples/accelerate/`. TRL's trainers get the same mixin in `trl_trainers.py`.
+of the configs in `examples/accelerate/`. At `train()` rank 0 prints `distributed: engine=... world_size=...`
+(`distributed.py`), and a launch whose processes would train independent copies is refused. TRL's trainers get
+the same mixin in `trl_trainers.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from transformers import Trainer
 from transformers.optimization import get_scheduler
 from transformers.utils import logging
 
+from .distributed import DistributedReportCallback, check_launch
 from .rank_sync import synchronize_vision_calls
 from .stages import (
     VISION_LR_SCALE,
@@ -27,6 +30,7 @@ from .stages import (
     normalize_stage,
     prepare_stage,
     stage_lr_scheduler,
+    stage_processor_kwargs,
 )
 
 logger = logging.get_logger(__name__)
@@ -77,6 +81,12 @@ class MavorsTrainingMixin:
             kwargs.get("processing_class", kwargs.get("tokenizer")),
         )
         super().__init__(*args, **kwargs)
+        check_launch(self.args)  # several launched processes must form one job (distributed.py)
+        self.add_callback(DistributedReportCallback(self))
+        collator = getattr(self, "data_collator", None)
+        if self.stage is not None and isinstance(getattr(collator, "processor_kwargs", None), dict):
+            # no sub-image tiling before stage 2 (paper §4), unless the collator sets max_slices itself
+            collator.processor_kwargs = stage_processor_kwargs(self.stage, collator.processor_kwargs)
         if self.stage is not None:
             prepare_stage(
                 self.model, self.stage, self.args.learning_rate, self.args.weight_decay, self.vision_lr_scale
