@@ -5,9 +5,9 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 
-from ._compat import HAS_SUB_CONFIG_SPEC, SubConfigSpec, build_sub_configs
-
 from transformers_mavors_planning.sampling import num_visual_tokens
+
+from ._compat import HAS_SUB_CONFIG_SPEC, SubConfigSpec, build_sub_configs
 
 # Qwen2.5-7B, the language model of Mavors-7B (SPEC §2).
 QWEN2_5_7B_TEXT_DEFAULTS = {
