@@ -1,16 +1,19 @@
 """Time and peak memory of `mavors inspect` on a generated 5-minute clip, against decoding the clip to get the plan.
 
 `mavors inspect` prints the plan the video processor makes (chunks, positions, tokens) from the container
-header: `MavorsVideoProcessor.plan_video`, no frame decoded. Before, it ran the processor on the whole video and
-read the plan off the output. This script measures both, each in a fresh process as a user runs it, and checks
-that they report the same plan:
+header, with `transformers_mavors_planning` alone: no frame decoded, neither torch nor transformers imported.
+Before, it ran the processor on the whole video and read the plan off the output. This script measures, each in a
+fresh process as a user runs it, and checks that inspect and the processor report the same plan:
 
 - `inspect`: `mavors inspect CLIP --json` (what the command does now);
+- `inspect_model`: `mavors inspect CLIP --model DIR --json`, the options a checkpoint saved (default: the bundled
+  demo model, found without importing the package);
 - `decode`: `MavorsVideoProcessor()(CLIP, return_metadata=True)` (what it did before);
-- `import`: `import transformers_mavors` alone, the floor under both (torch and transformers load with the package);
+- `import`: `import transformers_mavors` alone, what any command that loads the package pays first;
 - `plan_s`: `plan_video` timed inside one process, after the imports: the planning work itself.
 
-Wall time depends on how busy the machine is; CPU time (user + system) of the process much less so.
+Wall time depends on how busy the machine is; CPU time (user + system) of the process much less so. The load
+average before and after is printed with the results.
 
 The clip (default 5 minutes, 320x240 at 25 fps, a square drifting over noise) is written once with the package's
 writer (`media_io.write_video`) and reused. Run:
@@ -19,6 +22,7 @@ writer (`media_io.write_video`) and reused. Run:
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -65,14 +69,30 @@ def frames(seconds: float, fps: int, height: int = 240, width: int = 320, seed: 
         yield frame
 
 
-def make_clip(path: Path, seconds: float, fps: int) -> Path:
+def demo_model_dir() -> Path:
+    """The bundled demo checkpoint, located without importing the package (which would import torch)."""
+    spec = importlib.util.find_spec("transformers_mavors")
+    return Path(spec.origin).parent / "synthetic" / "demo_model"
+
+
+def write_clip(path: str, seconds: str, fps: str) -> None:
     from transformers_mavors.media_io import write_video
 
+    path, seconds, fps = Path(path), float(seconds), int(fps)
+
+    print(f"writing {path} ({seconds:g} s at {fps} fps) ...", file=sys.stderr)
+    partial = path.with_suffix(".partial.mp4")
+    write_video(frames(seconds, fps), partial, fps, options={"preset": "veryfast"})
+    partial.rename(path)
+
+
+def make_clip(path: Path, seconds: float, fps: int) -> Path:
+    """The clip, written by a child process when missing: this process must not import the package (torch), or
+    every measured child would start from its memory (Linux counts a child's peak RSS from the fork)."""
     if not path.exists():
-        print(f"writing {path} ({seconds:g} s at {fps} fps) ...", file=sys.stderr)
-        partial = path.with_suffix(".partial.mp4")
-        write_video(frames(seconds, fps), partial, fps, options={"preset": "veryfast"})
-        partial.rename(path)
+        code = "import sys; sys.path.insert(0, sys.argv[1]); from inspect_plan import write_clip; write_clip(*sys.argv[2:])"
+        arguments = [str(Path(__file__).parent), str(path), str(seconds), str(fps)]
+        subprocess.run([sys.executable, "-c", code, *arguments], check=True)
     return path
 
 
@@ -97,8 +117,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clip", type=Path, help=f"clip to use or write (default {DEFAULT_CLIP})")
     parser.add_argument("--skip-decode", action="store_true", help="measure `mavors inspect` only")
+    parser.add_argument("--model", type=Path, help="checkpoint for `inspect_model` (default: the demo model)")
     args = parser.parse_args()
     clip = make_clip(args.clip or DEFAULT_CLIP, args.seconds, args.fps)
+    model = args.model or demo_model_dir()
+    load_before = os.getloadavg()
 
     inspect_command = [
         sys.executable,
@@ -108,7 +131,7 @@ def main() -> None:
         str(clip),
         "--json",
     ]
-    commands = {"inspect": inspect_command}
+    commands = {"inspect": inspect_command, "inspect_model": [*inspect_command, "--model", str(model)]}
     if not args.skip_decode:
         commands["decode"] = [sys.executable, "-c", DECODE, str(clip)]
     commands["import"] = [sys.executable, "-c", "import transformers_mavors"]
@@ -121,7 +144,7 @@ def main() -> None:
             "cpu_s": [round(cpu, 2) for _, cpu, _, _ in runs],
             "peak_rss_mb": [round(rss) for _, _, rss, _ in runs],
         }
-        if name == "import":
+        if name in ("import", "inspect_model"):
             continue
         output = json.loads(runs[-1][3])
         plans[name] = (
@@ -137,7 +160,13 @@ def main() -> None:
     plan_s = json.loads(run([sys.executable, "-c", PLAN_IN_PROCESS, str(clip)])[3])
     print(
         json.dumps(
-            {"clip": str(clip), "chunks": plans["inspect"][0], "plan_s": round(plan_s, 4), **results},
+            {
+                "clip": str(clip),
+                "chunks": plans["inspect"][0],
+                "plan_s": round(plan_s, 4),
+                "load_average": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
+                **results,
+            },
             indent=2,
         )
     )

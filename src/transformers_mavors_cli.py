@@ -4,12 +4,14 @@ This module sits beside the `transformers_mavors` package, not inside it, becaus
 package runs its `__init__`, which imports torch and transformers to register the Auto classes (seconds). Here
 parsing needs only the standard library, so `mavors --help`, `mavors --version` and every usage error answer at
 once; the commands themselves are the `run_<command>` functions of `transformers_mavors.cli`, imported when one
-runs.
+runs, except `inspect`, which plans from the container header with `transformers_mavors_planning` alone (no torch,
+no transformers).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -17,6 +19,11 @@ import traceback
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMMANDS = ("generate", "convert", "inspect", "niah")
+# Commands that run without torch and transformers: the module holding their `run_<command>`.
+LIGHT_COMMANDS = {"inspect": "transformers_mavors_planning.report"}
+# Errors that are the user's input or environment (a missing optional package), not a bug: one line, no
+# traceback (`--debug` shows it). `transformers_mavors.cli.USER_ERRORS` adds the package's own.
+PLAIN_USER_ERRORS = (OSError, ValueError, TypeError, ImportError)
 
 
 def package_version() -> str:
@@ -229,16 +236,24 @@ def main(argv: list[str] | None = None) -> int:
         check_offline_hub_ids(args)
     except FileNotFoundError as error:
         return report_error(args.command, f"error: {error}", debug, status=1)
-    from transformers_mavors import cli  # imports torch and transformers, registers the Auto classes
-
-    command = getattr(cli, f"run_{args.command}")
+    command, user_errors = load_command(args.command)
     try:
         return command(args)
     except KeyboardInterrupt:
         return report_error(args.command, "interrupted", debug, status=130)
-    except cli.USER_ERRORS as error:
-        status = 130 if isinstance(error, cli.ConversionInterrupted) else 1
-        return report_error(args.command, f"error: {error}", debug, status=status)
+    except user_errors as error:
+        return report_error(args.command, f"error: {error}", debug, status=getattr(error, "exit_status", 1))
+
+
+def load_command(name: str) -> tuple:
+    """`(run_<name>, the errors it reports in one line)`: from `LIGHT_COMMANDS` without heavy imports, else from
+    `transformers_mavors.cli`, which imports torch and transformers and registers the Auto classes."""
+    if name in LIGHT_COMMANDS:
+        module = importlib.import_module(LIGHT_COMMANDS[name])
+        return getattr(module, f"run_{name}"), PLAIN_USER_ERRORS
+    from transformers_mavors import cli
+
+    return getattr(cli, f"run_{name}"), cli.USER_ERRORS
 
 
 def report_error(command: str, message: str, debug: bool, status: int) -> int:

@@ -1,6 +1,7 @@
 """The `mavors` console script, run in subprocesses as a user would."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from conftest import mavors
 from transformers import AutoProcessor, pipeline
 
 import transformers_mavors
+from transformers_mavors import num_visual_tokens
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +236,58 @@ def test_help_version_and_usage_errors_import_neither_torch_nor_transformers(
 
 
 def test_a_command_does_import_the_package():
-    """The check above can fail: a command that runs loads the package (and torch) through the same script."""
-    result, imported = console_script("inspect", "missing.mp4")
-    assert result.returncode == 1 and "missing.mp4" in result.stderr
+    """The check above can fail: a command that runs loads the package (and torch) through the same script.
+    (`inspect` no longer does, see below; `generate` still must.)"""
+    result, imported = console_script(
+        "generate", "--model", "missing-dir", "--video", "v.mp4", "--prompt", "p"
+    )
+    assert result.returncode == 1 and "missing-dir" in result.stderr
     assert imported == dict.fromkeys(HEAVY_MODULES, True)
+
+
+@pytest.fixture(scope="module")
+def accelerating_checkpoint(converted, tmp_path_factory):
+    """`converted` without its weights (inspect does not need them), its video processor saved with fps 6 and
+    max_chunks 2: non-default options that squeeze the 5 s clip (30 frames) into 2 chunks of 4."""
+    directory = tmp_path_factory.mktemp("accelerating") / "ckpt"
+    shutil.copytree(converted, directory, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((directory / "processor_config.json").read_text())
+    config["video_processor"].update(fps=6.0, max_chunks=2)
+    (directory / "processor_config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.mark.parametrize("source", ["defaults", "saved options"])
+def test_inspect_imports_neither_torch_nor_transformers_and_plans_as_the_processor(
+    source, video_path, accelerating_checkpoint
+):
+    flags = ["--model", str(accelerating_checkpoint)] if source == "saved options" else []
+    result, imported = console_script("inspect", str(video_path), *flags, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert imported == dict.fromkeys(HEAVY_MODULES, False)
+    report = json.loads(result.stdout)
+
+    if source == "saved options":
+        processor = AutoProcessor.from_pretrained(accelerating_checkpoint)
+        assert (processor.video_processor.fps, processor.video_processor.max_chunks) == (6.0, 2)
+        out = processor(text=processor.video_token, videos=str(video_path), return_metadata=True)
+        video_tokens = out["input_ids"][0].count(processor.video_token_id)
+    else:
+        video_processor = transformers_mavors.MavorsVideoProcessor()
+        out = video_processor(str(video_path), return_metadata=True)
+        video_tokens = num_visual_tokens(
+            out["video_grid_thw"][0].tolist(), video_processor.spatial_merge_size
+        )
+    meta, grid = out["video_metadata"][0], out["video_grid_thw"][0].tolist()
+    assert report["chunks"] == grid[0] and report["frame_size"] == [meta.resized_width, meta.resized_height]
+    assert [row["position"] for row in report["chunk_table"]] == out["video_chunk_positions"].tolist()
+    assert [(row["start_s"], row["end_s"]) for row in report["chunk_table"]] == [
+        (round(start, 3), round(end, 3)) for start, end in meta.chunk_timestamps
+    ]
+    assert (report["fps"], report["frames_kept"], report["playback_speed"]) == (
+        meta.fps,
+        meta.num_frames,
+        meta.playback_speed,
+    )
+    assert report["total_tokens"] == video_tokens
+    assert (report["playback_speed"] > 1) == (source == "saved options")

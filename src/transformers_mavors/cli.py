@@ -2,20 +2,21 @@
 
 The console script is `transformers_mavors_cli.main` (beside this package): it parses the arguments with the
 standard library alone, so `--help`, `--version` and usage errors never wait for torch, then imports this module
-and calls `run_<command>(args)`. `build_parser` and `main` are re-exported here for callers of the old names.
+and calls `run_<command>(args)`. `inspect` needs neither torch nor transformers: its command lives in
+`transformers_mavors_planning.report`, which the console script calls directly (re-exported here, like
+`build_parser` and `main`, for callers of the old names).
 """
 
-import json
 import sys
 from pathlib import Path
 
-from transformers_mavors_cli import build_parser, main
+from transformers_mavors_cli import PLAIN_USER_ERRORS, build_parser, main
+from transformers_mavors_planning.report import run_inspect
 
 from .convert import ConversionInterrupted
 
-# Errors that are the user's input or environment (a missing optional package), not a bug: one line, no
-# traceback (`--debug` shows it).
-USER_ERRORS = (OSError, ValueError, TypeError, ImportError, ConversionInterrupted)
+# Errors that are the user's input or environment, not a bug: one line, no traceback (`--debug` shows it).
+USER_ERRORS = (*PLAIN_USER_ERRORS, ConversionInterrupted)
 
 
 def _processor_options(args) -> dict:
@@ -170,53 +171,6 @@ def run_convert(args) -> int:
 
     write_checkpoint_atomically(output, write)
     print(f"wrote a Stage-1-ready Mavors checkpoint to {output}")
-    return 0
-
-
-def run_inspect(args) -> int:
-    from transformers import AutoProcessor
-
-    from .configuration_mavors import num_visual_tokens
-    from .video_processing_mavors import MavorsVideoProcessor
-
-    if args.model:
-        from .hub import check_checkpoint_dir
-
-        model_dir = check_checkpoint_dir(args.model, revision=args.revision, need_weights=False)
-        video_processor = AutoProcessor.from_pretrained(model_dir).video_processor
-    else:
-        video_processor = MavorsVideoProcessor()
-    # The processor's own plan, from the container header: no frame is decoded.
-    plan = video_processor.plan_video(args.video, **_processor_options(args))
-    meta, grid = plan["metadata"], plan["grid_thw"]
-    per_chunk = num_visual_tokens((1, grid[1], grid[2]), video_processor.spatial_merge_size)
-    report = {
-        "video": args.video,
-        "duration_s": round(meta.duration, 3),
-        "fps": meta.fps,
-        "playback_speed": meta.playback_speed,
-        "frames_kept": meta.num_frames,
-        "frame_size": [meta.resized_width, meta.resized_height],
-        "chunks": grid[0],
-        "tokens_per_chunk": per_chunk,
-        "total_tokens": per_chunk * grid[0],
-        "chunk_table": [
-            {"chunk": i, "position": position, "start_s": round(start, 3), "end_s": round(end, 3)}
-            for i, (position, (start, end)) in enumerate(
-                zip(meta.chunk_positions, meta.chunk_timestamps, strict=True)
-            )
-        ],
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"{args.video}: {report['duration_s']} s, sampled at {meta.fps:g} fps", end="")
-    print(f" (played {meta.playback_speed:.2f}x faster to fit)" if meta.playback_speed > 1 else "")
-    print(f"frames kept {meta.num_frames}, resized to {meta.resized_width}x{meta.resized_height}")
-    print(f"{grid[0]} chunks x {per_chunk} tokens = {report['total_tokens']} visual tokens")
-    print(f"{'chunk':>5}  {'position':>8}  {'start s':>8}  {'end s':>8}")
-    for row in report["chunk_table"]:
-        print(f"{row['chunk']:>5}  {row['position']:>8}  {row['start_s']:>8.2f}  {row['end_s']:>8.2f}")
     return 0
 
 

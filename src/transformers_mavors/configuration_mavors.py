@@ -5,6 +5,8 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 
+from transformers_mavors_planning.sampling import num_visual_tokens
+
 from ._compat import HAS_SUB_CONFIG_SPEC, SubConfigSpec, build_sub_configs
 
 # Qwen2.5-7B, the language model of Mavors-7B (SPEC §2).
@@ -58,22 +60,6 @@ def check_token_compression_threshold(value, name: str = "token_compression_thre
             f"or None to switch compression off, got {value}"
         )
     return float(value)
-
-
-def num_visual_tokens(grid_thw, spatial_merge_size: int = 2) -> int:
-    """Number of visual tokens (= placeholder tokens in the text) one grid row produces.
-
-    A row is `(t, h, w)`: `t` chunks (videos) or 1 (an image piece) of `h x w` patches. Each chunk is pooled
-    with a `spatial_merge_size x spatial_merge_size` average (2x2 in the paper), so it yields
-    `(h / s) * (w / s)` tokens. The processor (placeholder expansion) and the model (feature split) both
-    call this function, so the two can never disagree.
-    """
-    t, h, w = (int(v) for v in grid_thw)
-    if h % spatial_merge_size or w % spatial_merge_size:
-        raise ValueError(
-            f"patch grid {h}x{w} must have sides divisible by spatial_merge_size={spatial_merge_size}"
-        )
-    return t * (h // spatial_merge_size) * (w // spatial_merge_size)
 
 
 @strict

@@ -22,6 +22,8 @@ QWEN_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 class ConversionInterrupted(Exception):
     """Ctrl-C during a conversion; the partial output was removed."""
 
+    exit_status = 130  # the console script exits as for Ctrl-C
+
 
 def check_output_location(output: str | os.PathLike) -> Path:
     """`FileExistsError` unless `output` is absent or an empty directory, and its parent can be written."""

@@ -1,7 +1,16 @@
-"""Checkpoint hygiene for the Hub: checking a directory before loading, and writing a model card."""
+"""Checkpoint hygiene for the Hub: checking a directory before loading, and writing a model card.
+
+`check_checkpoint_dir` lives in `transformers_mavors_planning.checkpoint` (no torch, so `mavors inspect --model`
+can use it) and is re-exported here."""
 
 import os
 from pathlib import Path
+
+from transformers_mavors_planning.checkpoint import (  # noqa: F401  (re-exported)
+    MODEL_FILES,
+    TOKENIZER_FILES,
+    check_checkpoint_dir,
+)
 
 PAPER_CITATION = """@article{shi2025mavors,
   title   = {Mavors: Multi-granularity Video Representation for Multimodal Large Language Model},
@@ -9,57 +18,6 @@ PAPER_CITATION = """@article{shi2025mavors,
   journal = {arXiv preprint arXiv:2504.10068},
   year    = {2025}
 }"""
-
-MODEL_FILES = ("model.safetensors", "model.safetensors.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
-
-
-def check_checkpoint_dir(
-    path: str | os.PathLike,
-    need_processor: bool = True,
-    need_weights: bool = True,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Path:
-    """The local directory of a Mavors checkpoint (a Hub id is resolved to its snapshot, `loading.resolve_checkpoint`),
-    after checking it: `FileNotFoundError` naming every file it lacks (pointing a LoRA run's output folder at its
-    `merged/` checkpoint), `ValueError` naming a corrupt JSON or safetensors file."""
-    from .loading import resolve_checkpoint, validate_checkpoint_files
-
-    path = resolve_checkpoint(path, "checkpoint", revision=revision, cache_dir=cache_dir)
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        merged = path / "merged"
-        hint = (
-            f"use {str(merged)!r}"
-            if (merged / "config.json").is_file()
-            else "merge it first (merge_and_save)"
-        )
-        raise FileNotFoundError(
-            f"{str(path)!r} holds LoRA adapters, not a full Mavors checkpoint; {hint} (train with --merge-lora to "
-            "get OUTPUT/merged)"
-        )
-    missing = []
-    if not (path / "config.json").is_file():
-        missing.append("config.json")
-    if need_weights and not any((path / name).is_file() for name in MODEL_FILES):
-        missing.append(" or ".join(MODEL_FILES))
-    if need_processor:
-        if not (path / "processor_config.json").is_file():
-            missing.append("processor_config.json")
-        if not any((path / name).is_file() for name in TOKENIZER_FILES):
-            missing.append("tokenizer files (" + ", ".join(TOKENIZER_FILES) + ")")
-    if missing:
-        merged = path / "merged"
-        hint = (
-            f"; did you mean its merged checkpoint {str(merged)!r}?"
-            if (merged / "config.json").is_file()
-            else ""
-        )
-        raise FileNotFoundError(
-            f"{str(path)!r} is not a complete Mavors checkpoint; missing: {'; '.join(missing)}{hint}"
-        )
-    validate_checkpoint_files(path, check_weights=need_weights)
-    return path
 
 
 def hub_base_models(names: tuple[str, ...]) -> tuple[str, ...]:

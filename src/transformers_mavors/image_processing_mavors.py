@@ -21,7 +21,6 @@ The processor follows transformers' `PilBackend` pipeline: `preprocess` checks a
 and packs the pieces.
 """
 
-import math
 import os
 from collections.abc import Sequence
 from fractions import Fraction
@@ -37,9 +36,11 @@ from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import logging
 
+from transformers_mavors_planning.sampling import PixelGeometryDefaults, get_dynamic_resolution
+
 from .media_io import (
     DEFAULT_MAX_IMAGE_PIXELS,
-    MAX_ASPECT_RATIO,
+    MAX_ASPECT_RATIO,  # noqa: F401  (re-exported: the aspect-ratio limit of images)
     describe_input,
     load_rgb_image,
     to_return_type,
@@ -78,30 +79,6 @@ class MavorsImagesKwargs(ImagesKwargs, total=False):
 # --------------------------------------------------------------------------------------------------------
 # Geometry shared by images and videos
 # --------------------------------------------------------------------------------------------------------
-
-
-def get_dynamic_resolution(
-    width: float, height: float, image_size: int, patch_size: int, spatial_merge_size: int = 2
-) -> tuple[int, int]:
-    """`(height, width)` in pixels that a `width x height` image or frame is resized to (SPEC §3.1).
-
-    The target is `(R_v * sqrt(W / H), R_v * sqrt(H / W))`: the pixel count of the ViT's `R_v x R_v`
-    pretraining images at the input's aspect ratio. Each side is rounded to the nearest multiple of
-    `spatial_merge_size * patch_size` (at least one), so the patch grid has sides divisible by the pooling
-    window. Example: 1280x720 at R_v=384, p=14 -> (280, 504), a 20x36 patch grid, 180 tokens per chunk.
-    """
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    ratio = max(width, height) / min(width, height)
-    if ratio > MAX_ASPECT_RATIO:
-        raise ValueError(f"aspect ratio {ratio:.1f}:1 ({width}x{height}) exceeds {MAX_ASPECT_RATIO}:1")
-    unit = patch_size * spatial_merge_size
-    aspect = math.sqrt(width / height)
-
-    def round_to_unit(x: float) -> int:
-        return max(unit, int(math.floor(x / unit + 0.5)) * unit)
-
-    return round_to_unit(image_size / aspect), round_to_unit(image_size * aspect)
 
 
 def get_slice_grid(width: int, height: int, image_size: int, max_slices: int) -> tuple[int, int] | None:
@@ -213,14 +190,11 @@ def make_flat_list_of_images(images: Any, _where: str = "images") -> list[Any]:
 # --------------------------------------------------------------------------------------------------------
 
 
-class MavorsPixelDefaults:
+class MavorsPixelDefaults(PixelGeometryDefaults):
     """Defaults the image and video processors share, so their geometry and normalisation cannot drift apart:
-    SigLIP-so400m-patch14-384 (R_v 384, patch 14), 2x2 pooling, SigLIP's mean/std and bicubic resampling."""
+    SigLIP-so400m-patch14-384 (R_v 384, patch 14) and 2x2 pooling (`PixelGeometryDefaults`, in the light planning
+    package), SigLIP's mean/std and bicubic resampling."""
 
-    image_size = 384
-    patch_size = 14
-    spatial_merge_size = 2
-    max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
     resample = PILImageResampling.BICUBIC
     image_mean = list(SIGLIP_MEAN)
     image_std = list(SIGLIP_STD)

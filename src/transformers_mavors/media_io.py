@@ -3,8 +3,10 @@
 - Images: opening files, bytes, URLs and file objects with size checks before any pixel is decoded, and turning
   PIL images or arrays of any common mode and dtype into RGB (`load_rgb_image`).
 - Videos: one PyAV reader (`VideoReader`, `read_video`) and one writer (`write_video`) for the whole package.
-  The reader knows the stream's timeline from the container header before decoding, and gives either every frame
-  or the frame on screen at given times (the fixed-fps transcode of the video processor, SPEC §3.3).
+  The reader knows the stream's timeline from the container header before decoding (its header part,
+  `VideoHeader`, lives in `transformers_mavors_planning.video_header` so `mavors inspect` reads it without torch),
+  and gives either every frame or the frame on screen at given times (the fixed-fps transcode of the video
+  processor, SPEC §3.3).
 - Call options: merging a processor's stored defaults with a call's keyword arguments, with typed errors.
 
 Errors name the offending input and say what is accepted: `FileNotFoundError` for missing files, `ValueError` for
@@ -15,7 +17,6 @@ import io
 import itertools
 import math
 import os
-import struct
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
@@ -34,16 +35,21 @@ from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers.image_utils import PILImageResampling
 from transformers.utils import logging
 
+from transformers_mavors_planning.sampling import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MAX_ASPECT_RATIO,
+    check_image_size,
+    num_fixed_fps_targets,
+    validate_positive_ints,
+)
+from transformers_mavors_planning.video_header import (
+    VideoHeader,
+    check_media_file,
+    describe_source,
+    read_mp4_rotation,
+)
+
 logger = logging.get_logger(__name__)
-
-# Aspect ratios beyond this are rejected (SPEC §3.1): such an image has a side shorter than one patch
-# pair at the ViT's pixel budget, so nothing of it would survive resizing.
-MAX_ASPECT_RATIO = 200
-
-# Images (and video frames) with more pixels are refused before their pixels are decoded. 2**27 pixels
-# (about 11585 x 11585, 384 MiB as 8-bit RGB) is above any camera sensor and above PIL's own
-# decompression-bomb warning level, yet an image this size still decodes in a few seconds on a laptop.
-DEFAULT_MAX_IMAGE_PIXELS = 2**27
 
 # Input dtypes understood by `array_to_rgb_image`, and the value range each is taken to have.
 _ACCEPTED_DTYPES = "uint8 (0-255), uint16 (0-65535), bool, float16/float32/float64 (0-1)"
@@ -74,44 +80,11 @@ _SWSCALE_INTERPOLATION = {
 
 def describe_input(value: Any) -> str:
     """A short human name of an input, for error messages."""
-    if isinstance(value, (str, os.PathLike)):
-        return f"'{os.fspath(value)}'"
     if isinstance(value, PIL.Image.Image):
         return f"PIL image {value.size[0]}x{value.size[1]} mode {value.mode}"
     if isinstance(value, (np.ndarray, torch.Tensor)):
         return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
-    name = getattr(value, "name", None)
-    if isinstance(name, str):
-        return f"file object '{name}'"
-    return type(value).__name__
-
-
-def check_media_file(path: str | os.PathLike, kind: str, name: str) -> None:
-    """Refuse a missing, directory or empty `kind` ("image" / "video") file before opening it."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{kind} file {name} does not exist")
-    if os.path.isdir(path):
-        raise ValueError(f"{kind} path {name} is a directory, not a file")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{kind} file {name} is empty (0 bytes)")
-
-
-def check_image_size(width: int, height: int, max_pixels: int, name: str) -> None:
-    """Reject empty, oversized and extremely elongated images (or video frames) with a `ValueError`."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"{name} has a zero size ({width}x{height} pixels); width and height must be >= 1")
-    if width * height > max_pixels:
-        raise ValueError(
-            f"{name} has {width}x{height} = {width * height} pixels, more than max_image_pixels={max_pixels}; "
-            "downscale it first or raise `max_image_pixels`"
-        )
-    ratio = max(width, height) / min(width, height)
-    if ratio > MAX_ASPECT_RATIO:
-        raise ValueError(
-            f"{name} has an aspect ratio of {ratio:.1f}:1 ({width}x{height}); at most "
-            f"{MAX_ASPECT_RATIO}:1 is accepted"
-        )
+    return describe_source(value)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -271,11 +244,6 @@ def load_rgb_image(image: Any, max_pixels: int) -> PIL.Image.Image:
 # --------------------------------------------------------------------------------------------------------
 
 
-def num_fixed_fps_targets(duration: float, fps: float) -> int:
-    """How many frames a `duration`-second video has once transcoded to `fps` (at least one)."""
-    return max(1, math.ceil(duration * fps - 1e-6))
-
-
 class _SeekPolicy:
     """When decoding should jump ahead instead of decoding through to the next wanted time.
 
@@ -314,132 +282,19 @@ class _SeekPolicy:
         return True
 
 
-class VideoReader:
+class VideoReader(VideoHeader):
     """The first video stream of a media file (path, file object or bytes), read with PyAV.
 
-    Opening reads the container header only (plus the packet timestamps when the header has no duration), so the
-    stream's geometry and timeline are known before any frame is decoded. Times are seconds from the stream's
+    Opening reads the container header only (`VideoHeader`, whose attributes it has), so the stream's geometry and
+    timeline are known before any frame is decoded; the methods below decode. Times are seconds from the stream's
     first frame. Use it as a context manager, or call `close()`.
-
-    Attributes:
-        name: the input, as error messages name it; label: its file name (for progress bars).
-        width, height: frame size in pixels as shown (after the display rotation); coded_width, coded_height: as
-            stored; display_width: width after the sample aspect ratio; rotation: the display matrix's
-            counter-clockwise turn in degrees (0, 90, 180, 270), applied by `to_rgb`.
-        duration: length of the stream in seconds (from the header, or its packets).
-        source_fps: the stream's average frame rate, or `None` when the file does not say.
-        frame_rate: `Fraction` frame rate to re-encode at: the average rate, else FFmpeg's guess, else 25.
     """
 
     def __init__(self, source: str | os.PathLike | bytes | Any, max_pixels: int | None = None) -> None:
-        self.name = describe_input(source)
-        path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
-        self.label = os.path.basename(path) if isinstance(path, str) else "video"
-        if isinstance(source, (str, os.PathLike)):
-            check_media_file(source, "video", self.name)
-        self._source = source
-        self.container = self._open(source)
-        try:
-            self._read_header(max_pixels)
-        except BaseException:
-            self.container.close()
-            raise
+        super().__init__(source, max_pixels)
         self._reformatter = VideoReformatter()  # reused: it caches libswscale's context across frames
         self._last_time = 0.0  # time of the last decoded frame, for frames without a timestamp and for errors
         self._decoded_any = False
-
-    def _open(self, source: Any) -> Any:
-        if isinstance(source, bytes):
-            if not source:
-                raise ValueError("video bytes are empty (0 bytes)")
-            source = io.BytesIO(source)
-        try:
-            return av.open(os.fspath(source) if isinstance(source, os.PathLike) else source)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"video file {self.name} does not exist") from error
-        except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-            raise ValueError(
-                f"video {self.name} cannot be opened: not a readable or complete media file ({error})"
-            ) from error
-
-    def _read_header(self, max_pixels: int | None) -> None:
-        container, name = self.container, self.name
-        if not container.streams.video:
-            kinds = sorted({stream.type for stream in container.streams}) or ["none"]
-            raise ValueError(f"video {name} has no video stream (its streams: {', '.join(kinds)})")
-        self.stream = stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame and slice threads; set before the codec opens at the first decode
-        codec = stream.codec_context
-        self.coded_width, self.coded_height = codec.width, codec.height
-        if max_pixels is not None:
-            check_image_size(self.coded_width, self.coded_height, max_pixels, f"video {name}")
-        aspect = stream.sample_aspect_ratio or codec.sample_aspect_ratio
-        self._sample_aspect = float(aspect) if aspect and float(aspect) > 0 else 1.0
-        self.time_base = stream.time_base
-        self.source_fps = float(stream.average_rate) if stream.average_rate else None
-        self.frame_rate = Fraction(stream.average_rate or stream.guessed_rate or Fraction(25))
-        self.frame_interval = 1.0 / self.source_fps if self.source_fps else 0.0
-        try:
-            if stream.duration and stream.duration > 0:
-                start = stream.start_time
-                self.origin = float(start * self.time_base) if start is not None else None
-                self.duration = float(stream.duration * self.time_base)
-            else:
-                self.origin, self.duration = self._scan_timeline()
-        except av.FFmpegError as error:
-            raise ValueError(f"video {name} is corrupt: reading its packets failed ({error})") from error
-        if self.duration <= 0:
-            raise ValueError(f"video {name} has no decodable video frames")
-        self.rotation = self._display_rotation()
-        if self.rotation in (90, 270):  # a phone's portrait clip: landscape pixels shown turned by a quarter
-            self.width, self.height = self.coded_height, self.coded_width
-            self.display_width = self.width / self._sample_aspect
-        else:
-            self.width, self.height = self.coded_width, self.coded_height
-            self.display_width = self.width * self._sample_aspect
-
-    def _display_rotation(self) -> int:
-        """The counter-clockwise turn in degrees (0, 90, 180, 270) a player applies to the frames: the display
-        matrix of an MP4/QuickTime video track, which is how phones mark portrait clips. Read from the file's
-        boxes (PyAV reads stream side data only off decoded frames, and opening must not decode)."""
-        if "mp4" not in self.container.format.name and "mov" not in self.container.format.name:
-            return 0
-        try:
-            rotation = read_mp4_rotation(self._source)
-        except (OSError, ValueError) as error:
-            logger.warning(
-                "video %s: its display matrix cannot be read (%s); it is read unrotated", self.name, error
-            )
-            return 0
-        if rotation not in (0, 90, 180, 270):
-            logger.warning(
-                "video %s has a display rotation of %d degrees; it is read unrotated", self.name, rotation
-            )
-            return 0
-        return rotation
-
-    def _scan_timeline(self) -> tuple[float | None, float]:
-        """`(start, duration)` of a stream whose header has no duration, from its packets (demux, no decode)."""
-        first = end = None
-        for packet in self.container.demux(self.stream):
-            if packet.pts is None:
-                continue
-            first = packet.pts if first is None else min(first, packet.pts)
-            packet_end = packet.pts + (packet.duration or 0)
-            end = packet_end if end is None else max(end, packet_end)
-        self.container.seek(0)
-        if first is None:
-            return None, 0.0
-        return float(first * self.time_base), float((end - first) * self.time_base)
-
-    def close(self) -> None:
-        self.container.close()
-
-    def __enter__(self) -> "VideoReader":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
     # -- decoding ------------------------------------------------------------------------------------------
 
@@ -565,76 +420,6 @@ class VideoReader:
         return array
 
 
-def _iter_boxes(file: Any, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """`(type, payload start, payload end)` of the ISO-BMFF boxes from the file's position up to `end`."""
-    position = file.tell()
-    while position + 8 <= end:
-        file.seek(position)
-        size, kind = struct.unpack(">I4s", file.read(8))
-        header = 8
-        if size == 1:
-            size, header = struct.unpack(">Q", file.read(8))[0], 16
-        elif size == 0:
-            size = end - position
-        if size < header:
-            raise ValueError(f"malformed box {kind!r} at byte {position}")
-        yield kind, position + header, min(position + size, end)
-        position += size
-
-
-def _track_rotation(file: Any, start: int, end: int) -> tuple[bool, int]:
-    """`(is a video track, counter-clockwise rotation)` of one `trak` box."""
-    is_video, rotation = False, 0
-    file.seek(start)
-    for kind, payload, box_end in list(_iter_boxes(file, end)):
-        if kind == b"tkhd":
-            file.seek(payload)
-            version = file.read(1)[0]
-            file.seek(payload + 4 + (32 if version == 1 else 20) + 16)  # to the matrix (ISO 14496-12 8.3.2)
-            a, b = struct.unpack(">ii", file.read(8))
-            # FFmpeg's av_display_rotation_get: the matrix turns the picture clockwise by atan2(b, a).
-            rotation = round(-math.degrees(math.atan2(b, a))) % 360
-        elif kind == b"mdia":
-            file.seek(payload)
-            for inner, inner_payload, _ in list(_iter_boxes(file, box_end)):
-                if inner == b"hdlr":
-                    file.seek(inner_payload + 8)
-                    is_video = file.read(4) == b"vide"
-    return is_video, rotation
-
-
-def read_mp4_rotation(source: str | os.PathLike | bytes | Any) -> int:
-    """Display rotation (counter-clockwise degrees, in [0, 360)) of the first video track of an MP4/MOV file,
-    the same angle `av.VideoFrame.rotation` reports for its decoded frames; 0 without one."""
-    if isinstance(source, bytes):
-        file, close, restore = io.BytesIO(source), False, None
-    elif isinstance(source, (str, os.PathLike)):
-        file, close, restore = open(source, "rb"), True, None
-    else:
-        file, close, restore = source, False, source.tell()
-    try:
-        file.seek(0, os.SEEK_END)
-        size = file.tell()
-        file.seek(0)
-        for kind, payload, end in list(_iter_boxes(file, size)):
-            if kind != b"moov":
-                continue
-            file.seek(payload)
-            for inner, inner_payload, inner_end in list(_iter_boxes(file, end)):
-                if inner == b"trak":
-                    is_video, rotation = _track_rotation(file, inner_payload, inner_end)
-                    if is_video:
-                        return rotation
-        return 0
-    except struct.error as error:
-        raise ValueError(f"truncated box ({error})") from error
-    finally:
-        if close:
-            file.close()
-        elif restore is not None:
-            file.seek(restore)
-
-
 def read_video(
     source: str | os.PathLike | bytes | Any, fps: float | None = None
 ) -> tuple[np.ndarray, Fraction]:
@@ -722,14 +507,6 @@ def _check_frame(frame: np.ndarray, shape: tuple[int, ...] | None) -> tuple[int,
 # --------------------------------------------------------------------------------------------------------
 
 
-def validate_positive_ints(options: dict[str, Any], names: Sequence[str]) -> None:
-    """`ValueError` unless every `options[name]` is an integer >= 1 (bools are not integers here)."""
-    for key in names:
-        value = options.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-
-
 def merge_call_options(processor: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Call kwargs over the processor's stored defaults, type-checked against its `valid_kwargs`."""
     valid = processor.valid_kwargs.__annotations__
@@ -766,6 +543,7 @@ __all__ = [
     "num_fixed_fps_targets",
     "open_image",
     "pil_to_rgb",
+    "read_mp4_rotation",
     "read_video",
     "to_return_type",
     "validate_positive_ints",

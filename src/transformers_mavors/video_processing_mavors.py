@@ -25,7 +25,6 @@ import os
 import queue
 import threading
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,18 +36,28 @@ from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
-from .image_processing_mavors import MavorsPixelDefaults, get_dynamic_resolution, normalization_affine
+from transformers_mavors_planning.sampling import (
+    MavorsVideoMetadata,
+    SamplingPlan,
+    VideoSamplingDefaults,
+    accelerated_playback_indices,
+    check_fps,
+    check_image_size,
+    chunk_position_ids,
+    complete_planning_options,
+    num_fixed_fps_targets,
+    validate_positive_ints,
+)
+
+from .image_processing_mavors import MavorsPixelDefaults, normalization_affine
 from .media_io import (
     VideoReader,
     array_to_rgb_image,
-    check_image_size,
     check_media_file,
     describe_input,
     merge_call_options,
-    num_fixed_fps_targets,
     pil_to_rgb,
     to_return_type,
-    validate_positive_ints,
 )
 
 logger = logging.get_logger(__name__)
@@ -75,126 +84,6 @@ class MavorsVideosKwargs(VideosKwargs, total=False):
     patch_size: int
     spatial_merge_size: int
     max_image_pixels: int
-
-
-@dataclass
-class MavorsVideoMetadata:
-    """What the processor did to one video. Times are seconds on the original timeline, from its start.
-
-    Attributes:
-        duration: length of the video.
-        fps: the sampling rate on the original timeline (the processor's `fps`).
-        sampled_fps: kept frames per second of original time, `fps / playback_speed`.
-        playback_speed: 1.0, or the acceleration factor when frames were dropped to fit `max_chunks`.
-        num_frames: kept frames, before the last chunk is padded.
-        frame_timestamps: timestamp of every kept frame.
-        chunk_timestamps: `(first, last)` kept-frame timestamp of every chunk.
-        chunk_positions: C-RoPE position id of every chunk.
-        source_fps: the input's native frame rate, when known.
-        width, height: input frame size; resized_width, resized_height: size fed to the ViT.
-        video_backend: `"pyav"` for files, `"frames"` for arrays and frame lists.
-    """
-
-    duration: float
-    fps: float
-    sampled_fps: float
-    playback_speed: float
-    num_frames: int
-    frame_timestamps: list[float] = field(default_factory=list)
-    chunk_timestamps: list[tuple[float, float]] = field(default_factory=list)
-    chunk_positions: list[int] = field(default_factory=list)
-    source_fps: float | None = None
-    width: int = 0
-    height: int = 0
-    resized_width: int = 0
-    resized_height: int = 0
-    video_backend: str = "pyav"
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Sampling plan (pure arithmetic, shared by files and frame arrays)
-# --------------------------------------------------------------------------------------------------------
-
-
-def accelerated_playback_indices(num_targets: int, max_frames: int) -> list[int]:
-    """Indices of the fixed-fps targets that are kept: all, or `max_frames` of them spread uniformly."""
-    if num_targets <= max_frames:
-        return list(range(num_targets))
-    return [(j * num_targets) // max_frames for j in range(max_frames)]
-
-
-def chunk_position_ids(kept_targets: list[int], frames_per_chunk: int) -> list[int]:
-    """C-RoPE position of each chunk: `floor(t_first * fps / F)` with `t_first = kept_target / fps`."""
-    return [
-        kept_targets[start] // frames_per_chunk for start in range(0, len(kept_targets), frames_per_chunk)
-    ]
-
-
-@dataclass
-class _SamplingPlan:
-    """What a video becomes before any pixel is read: the fixed-fps targets kept, the frame size fed to the ViT
-    (`(height, width)`), the patch grid and the metadata. Built from the timeline and the frame size alone
-    (container header, array shape), for files, frame arrays and `get_video_layout` alike."""
-
-    kept: list[int]
-    size: tuple[int, int]
-    grid_thw: tuple[int, int, int]
-    metadata: "MavorsVideoMetadata"
-
-    @classmethod
-    def build(
-        cls,
-        duration: float,
-        num_targets: int,
-        width: int,
-        height: int,
-        options: dict[str, Any],
-        display_width: float | None = None,
-        **extra: Any,
-    ) -> "_SamplingPlan":
-        """Plan `duration` seconds of `num_targets` frames at `options["fps"]`, each `width x height` pixels (shown
-        `display_width` wide when its pixels are not square)."""
-        fps, frames_per_chunk, patch_size = options["fps"], options["frames_per_chunk"], options["patch_size"]
-        size = get_dynamic_resolution(
-            display_width or width, height, options["image_size"], patch_size, options["spatial_merge_size"]
-        )
-        kept = accelerated_playback_indices(num_targets, options["max_frames"])
-        timestamps = [k / fps for k in kept]
-        speed = num_targets / len(kept)
-        metadata = MavorsVideoMetadata(
-            duration=duration,
-            fps=fps,
-            sampled_fps=fps / speed,
-            playback_speed=speed,
-            num_frames=len(kept),
-            frame_timestamps=timestamps,
-            chunk_timestamps=[
-                (timestamps[start], timestamps[min(start + frames_per_chunk, len(kept)) - 1])
-                for start in range(0, len(kept), frames_per_chunk)
-            ],
-            chunk_positions=chunk_position_ids(kept, frames_per_chunk),
-            width=width,
-            height=height,
-            resized_width=size[1],
-            resized_height=size[0],
-            **extra,
-        )
-        grid_thw = (math.ceil(len(kept) / frames_per_chunk), size[0] // patch_size, size[1] // patch_size)
-        return cls(kept, size, grid_thw, metadata)
-
-    def layout(self) -> dict[str, Any]:
-        """The public view: `grid_thw`, `chunk_positions` and `metadata`."""
-        return {
-            "grid_thw": self.grid_thw,
-            "chunk_positions": self.metadata.chunk_positions,
-            "metadata": self.metadata,
-        }
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -257,17 +146,6 @@ def _metadata_fps(metadata: Any) -> float | None:
         return None
     value = metadata.get("fps") if isinstance(metadata, dict) else getattr(metadata, "fps", None)
     return None if value is None else float(value)
-
-
-def _check_fps(value: Any, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0 (frames per second), got {value!r}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -404,7 +282,7 @@ class _VideoSource:
     # Whether decoding leaves CPU time that a worker thread can use for conversion and packing.
     threaded = False
     name: str
-    plan: _SamplingPlan
+    plan: SamplingPlan
 
     def convert(self, frame: Any) -> np.ndarray:
         raise NotImplementedError
@@ -438,7 +316,7 @@ class _FrameListSource(_VideoSource):
         self.first = self._rgb(self.source_index[0])
         width, height = self.first.size
         check_image_size(width, height, options["max_image_pixels"], f"video {self.name}")
-        self.plan = _SamplingPlan.build(
+        self.plan = SamplingPlan.build(
             duration, num_targets, width, height, options, source_fps=source_fps, video_backend="frames"
         )
         self.resample = PILImageResampling(options["resample"])
@@ -475,16 +353,7 @@ class _FileSource(_VideoSource):
         self.reader = reader = VideoReader(source, max_pixels=options["max_image_pixels"])
         self.name = reader.name
         try:
-            self.plan = _SamplingPlan.build(
-                reader.duration,
-                num_fixed_fps_targets(reader.duration, options["fps"]),
-                reader.width,
-                reader.height,
-                options,
-                display_width=reader.display_width,
-                source_fps=reader.source_fps,
-                video_backend="pyav",
-            )
+            self.plan = SamplingPlan.from_header(reader, options)
         except BaseException:
             reader.close()
             raise
@@ -518,7 +387,7 @@ class _FileSource(_VideoSource):
 # --------------------------------------------------------------------------------------------------------
 
 
-class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
+class MavorsVideoProcessor(VideoSamplingDefaults, MavorsPixelDefaults, VideoProcessorMixin):
     r"""
     Video processor of Mavors (PyAV decoding, no torchvision).
 
@@ -551,9 +420,7 @@ class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
     valid_kwargs = MavorsVideosKwargs
     model_input_names = ["pixel_values_videos", "video_grid_thw", "video_chunk_positions"]
 
-    fps = 4.0
-    frames_per_chunk = 16
-    max_chunks = 60
+    # fps, frames_per_chunk, max_chunks and the geometry: `VideoSamplingDefaults` (shared with `mavors inspect`)
     do_sample_frames = True
     return_metadata = False
 
@@ -630,7 +497,7 @@ class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
         sizes = {"num_frames": num_frames, "height": height, "width": width}
         validate_positive_ints(sizes, tuple(sizes))
         check_image_size(width, height, options["max_image_pixels"], f"a video of {width}x{height} frames")
-        plan = _SamplingPlan.build(
+        plan = SamplingPlan.build(
             num_frames / options["fps"], num_frames, width, height, options, video_backend="frames"
         )
         return plan.layout()
@@ -657,15 +524,7 @@ class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
     # -- input handling ------------------------------------------------------------------------------------
 
     def _resolve_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        options = merge_call_options(self, kwargs)
-        names = ("frames_per_chunk", "max_chunks", "image_size", "patch_size", "spatial_merge_size")
-        validate_positive_ints(options, (*names, "max_image_pixels"))
-        options["fps"] = _check_fps(options["fps"], "fps")
-        max_frames = options["max_chunks"] * options["frames_per_chunk"]
-        if options.get("num_frames") is not None:
-            validate_positive_ints(options, ("num_frames",))
-            max_frames = min(max_frames, options["num_frames"])
-        options["max_frames"] = max_frames
+        options = complete_planning_options(merge_call_options(self, kwargs))
         options["scale"], options["shift"] = normalization_affine(
             options["do_rescale"],
             options["rescale_factor"],
@@ -710,7 +569,7 @@ class MavorsVideoProcessor(MavorsPixelDefaults, VideoProcessorMixin):
             return _FileSource(video, options)
         source_fps = _metadata_fps(metadata)
         if source_fps is not None:
-            source_fps = _check_fps(source_fps, "video_metadata['fps']")
+            source_fps = check_fps(source_fps, "video_metadata['fps']")
         return _FrameListSource(video, source_fps, options)
 
 
