@@ -82,6 +82,22 @@ def test_generate_prints_what_the_pipeline_answers(converted, video_path):
     assert "Decoding" in result.stderr  # the progress bar
 
 
+def test_generate_in_process_shows_progress_without_changing_the_processor_for_others(
+    converted, video_path, capsys
+):
+    """The command line shows every video's decoding progress through a call option, not a module global: after a
+    `mavors generate` in this process, a short clip processed elsewhere decodes without a bar."""
+    from transformers_mavors import video_processing_mavors
+    from transformers_mavors_cli import main
+
+    args = ["generate", "--model", str(converted), "--video", str(video_path), "--prompt", "Hi"]
+    assert main([*args, "--max-new-tokens", "2"]) == 0
+    assert "Decoding" in capsys.readouterr().err
+    assert video_processing_mavors.PROGRESS_BAR_MIN_SECONDS == 60.0
+    AutoProcessor.from_pretrained(converted).video_processor(str(video_path))
+    assert "Decoding" not in capsys.readouterr().err
+
+
 def test_generate_streams(converted, video_path):
     result = mavors(
         "generate",

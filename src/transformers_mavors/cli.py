@@ -34,7 +34,6 @@ def run_generate(args) -> int:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
 
-    from . import video_processing_mavors
     from .configuration_mavors import check_token_compression_threshold
     from .generation import encode_videos_first, generate_answers, prepare_chat_inputs
     from .hub import check_checkpoint_dir
@@ -58,12 +57,13 @@ def run_generate(args) -> int:
     processor.check_model_config(model.config)
     content = [{"type": "video", "path": args.video} if args.video else {"type": "image", "path": args.image}]
     content.append({"type": "text", "text": args.prompt})
-    video_processing_mavors.PROGRESS_BAR_MIN_SECONDS = (
-        0.0  # on the command line, always show decoding progress
+    # on the command line, every video shows its decoding progress
+    options = (
+        {**_processor_options(args), "progress_min_seconds": 0.0} if args.video else _processor_options(args)
     )
-    inputs = prepare_chat_inputs(
-        processor, [[{"role": "user", "content": content}]], _processor_options(args)
-    ).to(model.device)
+    inputs = prepare_chat_inputs(processor, [[{"role": "user", "content": content}]], options).to(
+        model.device
+    )
     threshold = check_token_compression_threshold(
         args.token_compression_threshold, "--token-compression-threshold"
     )

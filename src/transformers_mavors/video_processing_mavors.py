@@ -76,6 +76,8 @@ class MavorsVideosKwargs(VideosKwargs, total=False):
         patch_size (`int`): p, the ViT's patch side.
         spatial_merge_size (`int`): side of the average pooling; frame sides are multiples of it times p.
         max_image_pixels (`int`): videos whose frames have more pixels are refused before decoding.
+        progress_min_seconds (`float`): video files longer than this many seconds show a decoding progress bar
+            (default `PROGRESS_BAR_MIN_SECONDS`, a minute; the `mavors` command line passes 0).
     """
 
     frames_per_chunk: int
@@ -84,6 +86,7 @@ class MavorsVideosKwargs(VideosKwargs, total=False):
     patch_size: int
     spatial_merge_size: int
     max_image_pixels: int
+    progress_min_seconds: float
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -358,6 +361,10 @@ class _FileSource(_VideoSource):
             reader.close()
             raise
         self.resample = options["resample"]
+        progress_min_seconds = options.get("progress_min_seconds")
+        if progress_min_seconds is None:
+            progress_min_seconds = PROGRESS_BAR_MIN_SECONDS
+        self.progress = reader.duration > progress_min_seconds
 
     def close(self) -> None:
         self.reader.close()
@@ -369,9 +376,7 @@ class _FileSource(_VideoSource):
     def decode_into(self, writer: _ChunkWriter) -> None:
         """Every kept target gets the frame on screen at its time; a frame shown at several targets is converted
         once and repeated."""
-        frames = self.reader.frames_at(
-            self.plan.metadata.frame_timestamps, progress=self.reader.duration > PROGRESS_BAR_MIN_SECONDS
-        )
+        frames = self.reader.frames_at(self.plan.metadata.frame_timestamps, progress=self.progress)
         last = None
         with closing(frames):
             for frame in frames:
