@@ -1,5 +1,6 @@
 """Shared fixtures: tiny configs, a local tokenizer, seeded random models and packed inputs."""
 
+import shutil
 import subprocess
 import sys
 
@@ -191,3 +192,30 @@ def qwen_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("qwen")
     save_qwen(path, build_tiny_tokenizer())
     return path
+
+
+# ---- a real Hugging Face cache layout (HF_HUB_CACHE) holding the tiny checkpoints under Hub ids ----
+
+HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def lay_out_hf_cache(cache, repo_id: str, source) -> None:
+    """Put `source`'s files where huggingface_hub keeps a downloaded snapshot of `repo_id` at `HUB_REVISION`."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(source, repo / "snapshots" / HUB_REVISION)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(HUB_REVISION)
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory, tokenizer, siglip_dir, qwen_dir):
+    """A folder with `ckpt/` (a tiny Mavors checkpoint), `clip.mp4`, and `cache/`: an HF cache holding that
+    checkpoint as `org/name`, the tiny SigLIP as `google/siglip-tiny` and the tiny Qwen2 as `Qwen/Qwen2-tiny`."""
+    root = tmp_path_factory.mktemp("hub")
+    save_tiny_checkpoint(root / "ckpt", tokenizer)
+    cache = root / "cache"
+    lay_out_hf_cache(cache, "org/name", root / "ckpt")
+    lay_out_hf_cache(cache, "google/siglip-tiny", siglip_dir)
+    lay_out_hf_cache(cache, "Qwen/Qwen2-tiny", qwen_dir)
+    write_sample_video(root / "clip.mp4", num_frames=8, fps=8)
+    return root

@@ -11,28 +11,15 @@ import sys
 import time
 
 import pytest
-import torch
-from conftest import randomize_, save_qwen
+from conftest import save_qwen
 from safetensors.torch import load_file, save_file
 
 from transformers_mavors import MavorsForConditionalGeneration
 from transformers_mavors.testing_utils import (
     build_tiny_tokenizer,
-    tiny_mavors_config,
-    tiny_processor,
-    write_sample_video,
 )
 
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-
-
-def lay_out_hf_cache(cache, repo_id: str, source) -> None:
-    """Put `source`'s files where huggingface_hub keeps a downloaded snapshot of `repo_id` at `REVISION`."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    shutil.copytree(source, repo / "snapshots" / REVISION)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(REVISION)
 
 
 def mavors(*args, env=None, timeout=300, pre="") -> subprocess.CompletedProcess:
@@ -76,21 +63,9 @@ def assert_one_line_error(result, *fragments, status=1):
         assert fragment in lines[-1], lines[-1]
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory, tokenizer, siglip_dir, qwen_dir):
-    root = tmp_path_factory.mktemp("cli_robust")
-    checkpoint = root / "ckpt"
-    torch.manual_seed(0)
-    randomize_(MavorsForConditionalGeneration(tiny_mavors_config(tokenizer)), std=0.1).save_pretrained(
-        checkpoint
-    )
-    tiny_processor(tokenizer).save_pretrained(checkpoint)
-    cache = root / "cache"
-    lay_out_hf_cache(cache, "org/name", checkpoint)
-    lay_out_hf_cache(cache, "google/siglip-tiny", siglip_dir)
-    lay_out_hf_cache(cache, "Qwen/Qwen2-tiny", qwen_dir)
-    write_sample_video(root / "clip.mp4", num_frames=8, fps=8)
-    return root
+@pytest.fixture
+def root(hub_cache):
+    return hub_cache
 
 
 def offline(root) -> dict:

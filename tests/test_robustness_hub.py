@@ -3,45 +3,12 @@ Face cache layout (`models--org--name/snapshots/<rev>/`, `refs/main`) with `HF_H
 fails in seconds with one line."""
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
-import torch
-from conftest import randomize_
-
-from transformers_mavors import MavorsForConditionalGeneration
-from transformers_mavors.testing_utils import tiny_mavors_config, tiny_processor, write_sample_video
-
-REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def lay_out_hf_cache(cache, repo_id: str, source) -> None:
-    """Put `source`'s files where huggingface_hub keeps a downloaded snapshot of `repo_id` at `REVISION`."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    shutil.copytree(source, repo / "snapshots" / REVISION)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(REVISION)
-
-
-@pytest.fixture(scope="module")
-def hub_cache(tmp_path_factory, tokenizer, siglip_dir, qwen_dir):
-    root = tmp_path_factory.mktemp("hub")
-    checkpoint = root / "local_ckpt"
-    torch.manual_seed(0)
-    randomize_(MavorsForConditionalGeneration(tiny_mavors_config(tokenizer)), std=0.1).save_pretrained(
-        checkpoint
-    )
-    tiny_processor(tokenizer).save_pretrained(checkpoint)
-    cache = root / "cache"
-    lay_out_hf_cache(cache, "org/name", checkpoint)
-    lay_out_hf_cache(cache, "google/siglip-tiny", siglip_dir)
-    lay_out_hf_cache(cache, "Qwen/Qwen2-tiny", qwen_dir)
-    write_sample_video(root / "clip.mp4", num_frames=8, fps=8)
-    return root
 
 
 def offline_env(hub_cache) -> dict:
@@ -99,7 +66,7 @@ def run_python(code: str, env: dict, timeout: int = 300) -> subprocess.Completed
 )
 def test_hub_ids_load_from_the_cache_offline(hub_cache, siglip_dir, qwen_dir, code):
     code = (
-        code.replace("LOCAL", repr(str(hub_cache / "local_ckpt")))
+        code.replace("LOCAL", repr(str(hub_cache / "ckpt")))
         .replace("SIGLIP", repr(str(siglip_dir)))
         .replace("QWEN", repr(str(qwen_dir)))
     )
