@@ -59,10 +59,13 @@ def check_tensor_shapes(model_class: type, config: Any, directory: Path) -> None
 
 
 def non_finite_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the floating-point parameters holding NaN or inf. Quantized weights (tensor subclasses such as
+    torchao's, or integer storage such as bitsandbytes') are not read: their quantizers keep only finite values."""
     return [
         name
         for name, parameter in model.named_parameters()
         if parameter.is_floating_point()
+        and type(parameter.data) is torch.Tensor
         and parameter.device.type != "meta"
         and not torch.isfinite(parameter).all()
     ]
