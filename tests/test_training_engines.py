@@ -166,9 +166,10 @@ def test_zero2_dpo_run(tmp_path):
     MavorsForConditionalGeneration.from_pretrained(tmp_path / "final")
 
 
-def test_zero2_resume_from_the_middle_gives_the_uninterrupted_parameters(tmp_path):
-    straight = _train("zero2", tmp_path / "straight")
-    resumed = _train("zero2", tmp_path / "resumed", "--resume", "2")
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_resume_from_the_middle_gives_the_uninterrupted_parameters(engine, tmp_path):
+    straight = _train(engine, tmp_path / "straight")
+    resumed = _train(engine, tmp_path / "resumed", "--resume", "2")
     assert (tmp_path / "resumed" / "trainer" / "checkpoint-2").is_dir()
     assert resumed[0]["digest"] == resumed[1]["digest"] == straight[0]["digest"]
 
