@@ -37,6 +37,7 @@ from transformers_mavors.training import (
     MavorsPreferenceCollator,
     build_video_caption_pairs,
     cpu_distributed_kwargs,
+    is_zero3_partitioned,
     load_mavors_dataset,
     make_captioner,
     mavors_lora_config,
@@ -146,6 +147,8 @@ def main(argv=None):
     else:
         model = MavorsForConditionalGeneration.from_pretrained(args.model)
         processor = MavorsProcessor.from_pretrained(args.model)
+    if is_zero3_partitioned(model) and config.process_index == 0:
+        print("zero.Init: the model was loaded straight into ZeRO-3 shards", flush=True)
 
     if args.caption_negatives:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -39,6 +39,7 @@ from transformers_mavors.training import (
     MavorsTrainer,
     apply_lora,
     cpu_distributed_kwargs,
+    is_zero3_partitioned,
     load_mavors_dataset,
     merge_and_save,
 )
@@ -204,6 +205,8 @@ def main(argv=None):
     args = parse_args(argv)
     training_args = make_training_args(args)
     model, processor, media_root, train_files = load_model_and_processor(args)
+    if is_zero3_partitioned(model) and training_args.process_index == 0:
+        print("zero.Init: the model was loaded straight into ZeRO-3 shards", flush=True)
     train_dataset = load_mavors_dataset(train_files, media_root, check_media_exist=args.check_media)
     eval_dataset = load_mavors_dataset(args.eval_file, media_root) if args.eval_file else None
     if args.lora:

@@ -212,6 +212,7 @@ def _launch_example(config: str, script: str, out: Path, *flags: str) -> dict:
     print(f"{config} {script}: {time.perf_counter() - start:.1f} s")
     assert output.count(ENGINE_LINES[config]) == 1, output[-3000:]
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    state["zero_init_line"] = output.count("zero.Init: the model was loaded straight into ZeRO-3 shards")
     assert state["global_step"] == 2
     assert (out / "train_results.json").is_file()
     if config.startswith("zero"):  # the engine's own resumable checkpoint, next to the safetensors
@@ -248,6 +249,7 @@ def test_sft_example_runs_unchanged_under_its_accelerate_config(config, zero2_sf
         out, state = zero2_sft_example
     else:
         out, state = tmp_path, _launch_example(config, "train_sft.py", tmp_path, "--tiny-demo")
+    assert state["zero_init_line"] == (config == "zero3")  # zero3.yaml sets zero3_init_flag: true
     assert len(_losses(state)) == 2
     trained = _reload_and_generate(out)
     if (
@@ -273,6 +275,7 @@ def test_zero3_example_loads_a_checkpoint_into_shards_and_trains_like_zero2(zero
     demo = reference_out / "demo-data"
     flags = ("--model", str(source), "--train-file", str(demo / "sft.jsonl"), "--media-root", str(demo))
     state = _launch_example("zero3", "train_sft.py", tmp_path / "run", *flags)
+    assert state["zero_init_line"] == 1  # rank 0 says the weights went straight into shards
     assert _losses(state) == pytest.approx(_losses(reference_state), rel=LOSS_RTOL)
     reloaded = dict(_reload_and_generate(tmp_path / "run").named_parameters())
     expected = dict(MavorsForConditionalGeneration.from_pretrained(reference_out).named_parameters())
@@ -284,6 +287,7 @@ def test_zero3_example_loads_a_checkpoint_into_shards_and_trains_like_zero2(zero
 @pytest.mark.parametrize("config", ["zero2", "zero3"])
 def test_dpo_example_runs_unchanged_under_its_accelerate_config(config, tmp_path):
     state = _launch_example(config, "train_dpo.py", tmp_path, "--tiny-demo")
+    assert state["zero_init_line"] == (config == "zero3")
     logs = [log for log in state["log_history"] if "rewards/margins" in log]
     assert len(logs) == 2
     # the first step's reference is the policy itself (a frozen copy, shard by shard under ZeRO-3's zero.Init)

@@ -26,6 +26,7 @@ from transformers.utils import logging
 from trl import DPOTrainer, SFTTrainer
 
 from .data import MavorsPreferenceCollator, MavorsSFTCollator
+from .distributed import is_zero3_partitioned
 from .trainer import MavorsTrainingMixin
 
 logger = logging.get_logger(__name__)
@@ -45,11 +46,6 @@ def with_images_column(dataset):
     raise TypeError(
         f"cannot add an 'images' column to a {type(dataset).__name__}; use a `datasets.Dataset` or add the column"
     )
-
-
-def _is_zero3_partitioned(model: nn.Module) -> bool:
-    """Whether `model` was built under `deepspeed.zero.Init` (its parameters hold only this rank's shard)."""
-    return any(hasattr(param, "ds_id") for param in model.parameters())
 
 
 def _copy_zero3_partitioned(model: nn.Module) -> nn.Module:
@@ -79,7 +75,7 @@ def create_reference_model(model: nn.Module) -> nn.Module:
     A model built under ZeRO-3's `zero.Init` (a `zero3.yaml` launch) is copied shard by shard
     (`_copy_zero3_partitioned`), any other by `copy.deepcopy`.
     """
-    if _is_zero3_partitioned(model):
+    if is_zero3_partitioned(model):
         reference = _copy_zero3_partitioned(model).eval()
     else:
         reference = copy.deepcopy(model).eval()
