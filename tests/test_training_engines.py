@@ -166,11 +166,14 @@ def test_zero2_dpo_run(tmp_path):
     MavorsForConditionalGeneration.from_pretrained(tmp_path / "final")
 
 
-@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+@pytest.mark.parametrize("engine", ["zero2", "zero3", "fsdp2"])
 def test_resume_from_the_middle_gives_the_uninterrupted_parameters(engine, tmp_path):
+    """Stop after step 2 of 4 with its checkpoint, continue from it with a differently initialised model."""
     straight = _train(engine, tmp_path / "straight")
     resumed = _train(engine, tmp_path / "resumed", "--resume", "2")
-    assert (tmp_path / "resumed" / "trainer" / "checkpoint-2").is_dir()
+    # the trainer's checkpoint (DeepSpeed's state inside) or, for FSDP2, torch.distributed.checkpoint's shards
+    assert (tmp_path / "resumed" / ("fsdp2" if engine == "fsdp2" else "trainer") / "checkpoint-2").is_dir()
+    assert resumed[0]["losses"] == straight[0]["losses"]
     assert resumed[0]["digest"] == resumed[1]["digest"] == straight[0]["digest"]
 
 
