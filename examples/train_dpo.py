@@ -37,6 +37,7 @@ from transformers_mavors.training import (
     MavorsPreferenceCollator,
     build_video_caption_pairs,
     cpu_distributed_kwargs,
+    is_zero3_partitioned,
     load_mavors_dataset,
     make_captioner,
     mavors_lora_config,
@@ -99,8 +100,39 @@ def parse_args(argv=None):
     return args
 
 
+def make_dpo_config(args) -> DPOConfig:
+    """The DPOConfig from the flags; built before any model is loaded (see `main`)."""
+    return DPOConfig(
+        output_dir=args.output_dir,
+        beta=args.beta,
+        loss_type=[args.loss_type],
+        max_length=args.max_length,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        bf16=args.bf16,
+        activation_checkpointing=args.gradient_checkpointing,
+        logging_steps=args.logging_steps,
+        save_steps=args.save_steps,
+        eval_strategy="steps" if args.eval_file else "no",
+        eval_steps=args.save_steps if args.eval_file else None,
+        seed=args.seed,
+        dataloader_num_workers=args.num_workers,
+        deepspeed=args.deepspeed,
+        report_to=[] if args.report_to == "none" else [args.report_to],
+        **cpu_distributed_kwargs(),  # torchrun / accelerate launch on CPU: gloo, one job (not N copies)
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # before the models: under a ZeRO-3 launch (`zero3_init_flag: true`) this joins the process group and
+    # registers the DeepSpeed config, so `from_pretrained` loads straight into shards (`deepspeed.zero.Init`)
+    config = make_dpo_config(args)
     output_dir = Path(args.output_dir)
     media_root, train_files = args.media_root, args.train_file
     if args.tiny_demo:
@@ -115,6 +147,8 @@ def main(argv=None):
     else:
         model = MavorsForConditionalGeneration.from_pretrained(args.model)
         processor = MavorsProcessor.from_pretrained(args.model)
+    if is_zero3_partitioned(model) and config.process_index == 0:
+        print("zero.Init: the model was loaded straight into ZeRO-3 shards", flush=True)
 
     if args.caption_negatives:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -150,30 +184,6 @@ def main(argv=None):
         peft_config = mavors_lora_config(
             model, args.lora, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout
         )
-    config = DPOConfig(
-        output_dir=str(output_dir),
-        beta=args.beta,
-        loss_type=[args.loss_type],
-        max_length=args.max_length,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        bf16=args.bf16,
-        activation_checkpointing=args.gradient_checkpointing,
-        logging_steps=args.logging_steps,
-        save_steps=args.save_steps,
-        eval_strategy="steps" if args.eval_file else "no",
-        eval_steps=args.save_steps if args.eval_file else None,
-        seed=args.seed,
-        dataloader_num_workers=args.num_workers,
-        deepspeed=args.deepspeed,
-        report_to=[] if args.report_to == "none" else [args.report_to],
-        **cpu_distributed_kwargs(),  # torchrun / accelerate launch on CPU: gloo, one job (not N copies)
-    )
     options = {"fps": args.fps, "max_chunks": args.max_chunks}
     trainer = MavorsDPOTrainer(
         model=model.train(),

@@ -39,6 +39,7 @@ from transformers_mavors.training import (
     MavorsTrainer,
     apply_lora,
     cpu_distributed_kwargs,
+    is_zero3_partitioned,
     load_mavors_dataset,
     merge_and_save,
 )
@@ -184,9 +185,28 @@ def resume_path(args) -> str | None:
     return last
 
 
+def make_training_args(args):
+    """SFTConfig (TRL) or TrainingArguments from the flags.
+
+    Built before the model on purpose: under a ZeRO-3 launch (`zero3.yaml`, `zero3_init_flag: true`) creating
+    the arguments joins the process group and registers the DeepSpeed config, so `from_pretrained` then loads
+    every weight straight into its shard (`deepspeed.zero.Init`) instead of a full copy on every rank.
+    """
+    if args.trainer == "trl":
+        from trl import SFTConfig
+
+        return SFTConfig(max_length=args.max_length, **training_kwargs(args))
+    from transformers import TrainingArguments
+
+    return TrainingArguments(**training_kwargs(args))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    training_args = make_training_args(args)
     model, processor, media_root, train_files = load_model_and_processor(args)
+    if is_zero3_partitioned(model) and training_args.process_index == 0:
+        print("zero.Init: the model was loaded straight into ZeRO-3 shards", flush=True)
     train_dataset = load_mavors_dataset(train_files, media_root, check_media_exist=args.check_media)
     eval_dataset = load_mavors_dataset(args.eval_file, media_root) if args.eval_file else None
     if args.lora:
@@ -201,31 +221,20 @@ def main(argv=None):
     collator = MavorsSFTCollator(processor, media_root, args.max_length, processor_kwargs(args))
 
     if args.trainer == "trl":
-        from trl import SFTConfig
-
         from transformers_mavors.training import MavorsSFTTrainer
 
-        trainer = MavorsSFTTrainer(
-            model=model,
-            args=SFTConfig(max_length=args.max_length, **training_kwargs(args)),
-            data_collator=collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processor,
-            stage=args.stage,
-        )
+        trainer_class = MavorsSFTTrainer
     else:
-        from transformers import TrainingArguments
-
-        trainer = MavorsTrainer(
-            model=model,
-            args=TrainingArguments(**training_kwargs(args)),
-            data_collator=collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processor,
-            stage=args.stage,
-        )
+        trainer_class = MavorsTrainer
+    trainer = trainer_class(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        stage=args.stage,
+    )
 
     result = trainer.train(resume_from_checkpoint=resume_path(args) if args.resume_from_checkpoint else None)
     trainer.save_model(args.output_dir)

@@ -200,39 +200,79 @@ def _sharded(model) -> bool:
     return has_sharded_weights(model.model.vision_model)
 
 
-def run_fsdp2(out: Path, sync: bool) -> dict:
-    """FSDP2 in a plain loop with what `MavorsTrainer` uses: its groups, the stage-2 schedule, clipping at 1."""
-    import torch.distributed as dist
+def build_fsdp2(seed: int, sync: bool):
+    """A tiny Mavors sharded with `fully_shard` per layer, its optimizer (the trainer's groups) and schedule."""
     from torch.distributed.fsdp import fully_shard
     from transformers.optimization import get_scheduler
 
     from transformers_mavors.training import (
-        describe_distributed,
         mavors_parameter_groups,
         stage_lr_scheduler,
         synchronize_vision_calls,
     )
 
-    timeout = int(os.environ.get("MAVORS_TEST_DDP_TIMEOUT", "1800"))
-    dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
-    rank, world_size = dist.get_rank(), dist.get_world_size()
-    model = tiny_model(seed=0).train()
+    model = tiny_model(seed=seed).train()
     for module in list(model.modules()):
         if type(module).__name__ in SHARD_LAYERS:
             fully_shard(module)
     fully_shard(model)
     # installed after sharding, as the trainer does after wrapping: the padding switches on from the DTensors
     synchronize_vision_calls(model, pad_calls=None if sync else False)
-    line = describe_distributed(model)
-    if rank == 0:
-        print(line, flush=True)
     optimizer = torch.optim.AdamW(mavors_parameter_groups(model, LEARNING_RATE, 0.0), lr=LEARNING_RATE)
     name, kwargs = stage_lr_scheduler("2", 0)
     scheduler = get_scheduler(
         name, optimizer, num_warmup_steps=0, num_training_steps=STEPS, scheduler_specific_kwargs=kwargs
     )
+    return model, optimizer, scheduler
+
+
+def save_fsdp2(directory: Path, model, optimizer, scheduler) -> None:
+    """The resumable state: sharded model and optimizer (torch.distributed.checkpoint) and the schedule."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(directory))
+    if torch.distributed.get_rank() == 0:
+        torch.save(scheduler.state_dict(), directory / "scheduler.pt")
+    torch.distributed.barrier()
+
+
+def load_fsdp2(directory: Path, model, optimizer, scheduler) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=str(directory))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    scheduler.load_state_dict(torch.load(directory / "scheduler.pt"))
+
+
+def run_fsdp2(out: Path, sync: bool, resume_at: int | None = None) -> dict:
+    """FSDP2 in a plain loop with what `MavorsTrainer` uses: its groups, the stage-2 schedule, clipping at 1.
+
+    With `resume_at`, the job saves its state after that many steps and stops; a fresh, differently initialised
+    model then loads it and runs the remaining steps.
+    """
+    import torch.distributed as dist
+
+    from transformers_mavors.training import describe_distributed
+
+    timeout = int(os.environ.get("MAVORS_TEST_DDP_TIMEOUT", "1800"))
+    dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    model, optimizer, scheduler = build_fsdp2(0, sync)
+    line = describe_distributed(model)
+    if rank == 0:
+        print(line, flush=True)
     seen, losses = [], []
     for step in range(STEPS):
+        if step == resume_at:
+            checkpoint = out / "fsdp2" / f"checkpoint-{step}"
+            save_fsdp2(checkpoint, model, optimizer, scheduler)
+            model, optimizer, scheduler = build_fsdp2(1, sync)  # must not depend on the weights in memory
+            load_fsdp2(checkpoint, model, optimizer, scheduler)
         example = sample(step * world_size + rank)
         seen.append((example["kind"], int(example["chunks"])))
         batch = handmade_batch([example])
@@ -318,11 +358,12 @@ def run_dpo(out: Path) -> dict:
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     engine, out = argv[0], Path(argv[1])
+    out.mkdir(parents=True, exist_ok=True)
     sync = "--no-sync" not in argv
     resume_at = int(argv[argv.index("--resume") + 1]) if "--resume" in argv else None
     tokenizer()
     if engine == "fsdp2":
-        report = run_fsdp2(out, sync)
+        report = run_fsdp2(out, sync, resume_at)
     elif engine == "dpo-zero2":
         report = run_dpo(out)
     else:

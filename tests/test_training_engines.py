@@ -166,11 +166,137 @@ def test_zero2_dpo_run(tmp_path):
     MavorsForConditionalGeneration.from_pretrained(tmp_path / "final")
 
 
-def test_zero2_resume_from_the_middle_gives_the_uninterrupted_parameters(tmp_path):
-    straight = _train("zero2", tmp_path / "straight")
-    resumed = _train("zero2", tmp_path / "resumed", "--resume", "2")
-    assert (tmp_path / "resumed" / "trainer" / "checkpoint-2").is_dir()
+@pytest.mark.parametrize("engine", ["zero2", "zero3", "fsdp2"])
+def test_resume_from_the_middle_gives_the_uninterrupted_parameters(engine, tmp_path):
+    """Stop after step 2 of 4 with its checkpoint, continue from it with a differently initialised model."""
+    straight = _train(engine, tmp_path / "straight")
+    resumed = _train(engine, tmp_path / "resumed", "--resume", "2")
+    # the trainer's checkpoint (DeepSpeed's state inside) or, for FSDP2, torch.distributed.checkpoint's shards
+    assert (tmp_path / "resumed" / ("fsdp2" if engine == "fsdp2" else "trainer") / "checkpoint-2").is_dir()
+    assert resumed[0]["losses"] == straight[0]["losses"]
     assert resumed[0]["digest"] == resumed[1]["digest"] == straight[0]["digest"]
+
+
+# ---- the example scripts, unchanged, under the shipped accelerate configs -------------------------------------
+
+
+def accelerate_launch(config: str, script: str, out: Path, *flags: str) -> list[str]:
+    """`accelerate launch --config_file examples/accelerate/<config>.yaml --num_processes 2 <script> ...`."""
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "examples" / "accelerate" / f"{config}.yaml"),
+        "--num_processes",
+        "2",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+        str(ROOT / "examples" / script),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "2",
+        "--logging-steps",
+        "1",
+        "--num-workers",
+        "0",
+        *flags,
+    ]
+
+
+def _launch_example(config: str, script: str, out: Path, *flags: str) -> dict:
+    """Run the example; check the engine line (rank 0 only), the finished steps, the checkpoints; the log."""
+    start = time.perf_counter()
+    code, output = _run(accelerate_launch(config, script, out, *flags), RUN_TIMEOUT)
+    assert code == 0, output[-6000:]
+    print(f"{config} {script}: {time.perf_counter() - start:.1f} s")
+    assert output.count(ENGINE_LINES[config]) == 1, output[-3000:]
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    state["zero_init_line"] = output.count("zero.Init: the model was loaded straight into ZeRO-3 shards")
+    assert state["global_step"] == 2
+    assert (out / "train_results.json").is_file()
+    if config.startswith("zero"):  # the engine's own resumable checkpoint, next to the safetensors
+        assert (out / "checkpoint-2" / "global_step2").is_dir()
+    return state
+
+
+def _reload_and_generate(directory: Path) -> MavorsForConditionalGeneration:
+    """`from_pretrained` of a consolidated checkpoint, then greedy generation of a video prompt."""
+    assert (directory / "model.safetensors").is_file()
+    model = MavorsForConditionalGeneration.from_pretrained(directory).eval()
+    batch = handmade_batch([sample(1)])
+    batch.pop("labels")
+    with torch.no_grad():
+        generated = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] == batch["input_ids"].shape[1] + 3
+    return model
+
+
+def _losses(state: dict) -> list[float]:
+    return [log["loss"] for log in state["log_history"] if "loss" in log]
+
+
+@pytest.fixture(scope="module")
+def zero2_sft_example(tmp_path_factory) -> tuple[Path, dict]:
+    """zero2.yaml, --tiny-demo: the reference of the ZeRO-3 run below (both in float32; ddp.yaml asks for bf16)."""
+    out = tmp_path_factory.mktemp("zero2-sft")
+    return out, _launch_example("zero2", "train_sft.py", out, "--tiny-demo")
+
+
+@pytest.mark.parametrize("config", ["ddp", "zero2", "zero3"])
+def test_sft_example_runs_unchanged_under_its_accelerate_config(config, zero2_sft_example, tmp_path):
+    if config == "zero2":
+        out, state = zero2_sft_example
+    else:
+        out, state = tmp_path, _launch_example(config, "train_sft.py", tmp_path, "--tiny-demo")
+    assert state["zero_init_line"] == (config == "zero3")  # zero3.yaml sets zero3_init_flag: true
+    assert len(_losses(state)) == 2
+    trained = _reload_and_generate(out)
+    if (
+        config != "zero3"
+    ):  # ZeRO-3 builds the demo model under zero.Init: another random draw of the same init
+        from transformers_mavors.training.demo import tiny_demo_model_and_processor
+
+        initial, _ = tiny_demo_model_and_processor(0)
+        assert digest(dict(trained.named_parameters())) != digest(dict(initial.named_parameters()))
+
+
+def test_zero3_example_loads_a_checkpoint_into_shards_and_trains_like_zero2(zero2_sft_example, tmp_path):
+    """`--model` under zero3.yaml (`zero3_init_flag: true`): `from_pretrained` runs under `zero.Init` (the
+    example builds its arguments first, which joins the process group); the run then follows ZeRO-2's curve
+    from the same initial model and ends with the same consolidated parameters."""
+    from transformers_mavors.training.demo import tiny_demo_model_and_processor
+
+    reference_out, reference_state = zero2_sft_example
+    source = tmp_path / "source"
+    model, processor = tiny_demo_model_and_processor(0)  # the model the ZeRO-2 --tiny-demo run started from
+    model.save_pretrained(source)
+    processor.save_pretrained(source)
+    demo = reference_out / "demo-data"
+    flags = ("--model", str(source), "--train-file", str(demo / "sft.jsonl"), "--media-root", str(demo))
+    state = _launch_example("zero3", "train_sft.py", tmp_path / "run", *flags)
+    assert state["zero_init_line"] == 1  # rank 0 says the weights went straight into shards
+    assert _losses(state) == pytest.approx(_losses(reference_state), rel=LOSS_RTOL)
+    reloaded = dict(_reload_and_generate(tmp_path / "run").named_parameters())
+    expected = dict(MavorsForConditionalGeneration.from_pretrained(reference_out).named_parameters())
+    assert reloaded.keys() == expected.keys()
+    for name, param in reloaded.items():
+        torch.testing.assert_close(param, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("config", ["zero2", "zero3"])
+def test_dpo_example_runs_unchanged_under_its_accelerate_config(config, tmp_path):
+    state = _launch_example(config, "train_dpo.py", tmp_path, "--tiny-demo")
+    assert state["zero_init_line"] == (config == "zero3")
+    logs = [log for log in state["log_history"] if "rewards/margins" in log]
+    assert len(logs) == 2
+    # the first step's reference is the policy itself (a frozen copy, shard by shard under ZeRO-3's zero.Init)
+    assert logs[0]["rewards/chosen"] == logs[0]["rewards/rejected"] == 0.0
+    assert logs[1]["rewards/chosen"] != 0.0  # and the policy moved away from it
+    _reload_and_generate(tmp_path)
 
 
 # ---- negative controls: each protection switched off must hang or fail --------------------------------------

@@ -99,6 +99,17 @@ def test_parameter_groups_give_vision_one_tenth_and_no_decay_to_norms_and_biases
         assert all("projector" in names[id(p)] for p in by_name["language"]["params"])
 
 
+def test_parameter_groups_read_the_full_shape_of_zero3_shards():
+    """A ZeRO-3 (`zero.Init`) parameter is a 1-D shard with its full shape in `ds_shape`: grouped by that shape."""
+    model = tiny_model()
+    expected = {g["name"]: len(g["params"]) for g in mavors_parameter_groups(model, 1e-5, 0.05)}
+    for param in model.parameters():
+        param.ds_shape = param.shape
+        param.data = param.data.flatten()[:1].clone()  # what this rank holds between steps
+    assert {g["name"]: len(g["params"]) for g in mavors_parameter_groups(model, 1e-5, 0.05)} == expected
+    assert expected["language"] > 0 and expected["vision"] > 0
+
+
 def test_parameter_groups_reject_bad_rates():
     with pytest.raises(ValueError, match="learning_rate"):
         mavors_parameter_groups(tiny_model(), learning_rate=0.0)

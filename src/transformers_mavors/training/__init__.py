@@ -26,6 +26,7 @@ from .distributed import (
     cpu_distributed_kwargs,
     describe_distributed,
     detect_engine,
+    is_zero3_partitioned,
 )
 from .lora import LORA_PRESETS, apply_lora, lora_target_modules, mavors_lora_config, merge_and_save
 from .negatives import (
@@ -66,6 +67,7 @@ __all__ = [
     "cpu_distributed_kwargs",
     "describe_distributed",
     "detect_engine",
+    "is_zero3_partitioned",
     "STAGES",
     "STAGE_TRAINABLE",
     "STAGE_SCHEDULE",

@@ -55,7 +55,9 @@ def tiny_demo_model_and_processor(seed: int = 0):
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(seed)
-    model = MavorsForConditionalGeneration(tiny_mavors_config(tokenizer))
+    # `_from_config` (what `AutoModel.from_config` calls) rather than the constructor: under a ZeRO-3 launch with
+    # `zero3_init_flag` it builds the model straight into shards (`deepspeed.zero.Init`), as `from_pretrained` does
+    model = MavorsForConditionalGeneration._from_config(tiny_mavors_config(tokenizer))
     return model, tiny_processor(tokenizer)
 
 

@@ -9,6 +9,7 @@ starts two *independent* single-process runs (transformers only joins the proces
   `ddp_backend="gloo"`), empty when there is nothing to add; the example scripts pass them.
 - `check_launch(args)`: raises `DistributedSetupError` naming the fix when the launcher started several processes
   but the arguments see one, or when FSDP is asked for on CPU (accelerate 1.15 silently runs something else).
+- `is_zero3_partitioned(model)`: whether a model was built straight into ZeRO-3 shards (`zero.Init`).
 - `detect_engine(wrapped)`: `"single"`, `"ddp"`, `"deepspeed-zero2"`, `"deepspeed-zero3"` or `"fsdp2"`.
 - `DistributedReportCallback`: prints `distributed: engine=<engine> world_size=<N>` on rank 0 when training
   starts; `MavorsTrainingMixin` adds it to every trainer.
@@ -105,6 +106,11 @@ def detect_engine(wrapped: nn.Module) -> str:
     return "single"
 
 
+def is_zero3_partitioned(model: nn.Module) -> bool:
+    """Whether `model` holds ZeRO-3 shards, as built under `deepspeed.zero.Init` (`zero3_init_flag`)."""
+    return any(hasattr(param, "ds_id") for param in model.parameters())
+
+
 def describe_distributed(wrapped: nn.Module) -> str:
     """`distributed: engine=<engine> world_size=<N>` for `wrapped`, the world size from the live process group."""
     return f"distributed: engine={detect_engine(wrapped)} world_size={live_world_size()}"
@@ -142,6 +148,7 @@ __all__ = [
     "cpu_distributed_kwargs",
     "describe_distributed",
     "detect_engine",
+    "is_zero3_partitioned",
     "launched_world_size",
     "live_world_size",
 ]

@@ -78,8 +78,10 @@ def parameter_component(name: str) -> str:
 
 
 def _is_no_decay(name: str, param: nn.Parameter) -> bool:
-    # biases and every norm weight (LayerNorm, RMSNorm) are 1-D; decaying them only shrinks scales towards 0
-    return param.ndim < 2 or name.endswith(".bias")
+    # biases and every norm weight (LayerNorm, RMSNorm) are 1-D; decaying them only shrinks scales towards 0.
+    # A parameter partitioned by ZeRO-3 (`zero.Init`) holds a 1-D shard: its full shape is `ds_shape`
+    ndim = len(param.ds_shape) if hasattr(param, "ds_shape") else param.ndim
+    return ndim < 2 or name.endswith(".bias")
 
 
 def _is_peft_model(model: nn.Module) -> bool:

@@ -26,6 +26,7 @@ from transformers.utils import logging
 from trl import DPOTrainer, SFTTrainer
 
 from .data import MavorsPreferenceCollator, MavorsSFTCollator
+from .distributed import is_zero3_partitioned
 from .trainer import MavorsTrainingMixin
 
 logger = logging.get_logger(__name__)
@@ -47,9 +48,37 @@ def with_images_column(dataset):
     )
 
 
+def _copy_zero3_partitioned(model: nn.Module) -> nn.Module:
+    """A copy of a model built under `deepspeed.zero.Init`, itself partitioned, copied one parameter at a time.
+
+    `copy.deepcopy` cannot copy such a model: the copied parameters keep DeepSpeed's gather methods bound to the
+    originals, so the copy's weights stay empty (shape `(0,)`) in its forward. The copy is built from the config
+    the way `from_pretrained` builds under ZeRO-3 (`_from_config` enters `zero.Init` while the Trainer's
+    DeepSpeed config is live), then each parameter is gathered in both models and copied.
+    """
+    import deepspeed
+
+    reference = type(model)._from_config(model.config, dtype=next(model.parameters()).dtype)
+    sources = dict(model.named_parameters())
+    for name, target in reference.named_parameters():
+        with deepspeed.zero.GatheredParameters([sources[name], target], modifier_rank=0):
+            target.data.copy_(sources[name].data)
+    buffers = dict(model.named_buffers())
+    for name, buffer in reference.named_buffers():
+        buffer.copy_(buffers[name])
+    return reference
+
+
 def create_reference_model(model: nn.Module) -> nn.Module:
-    """A frozen copy of `model` in eval mode, the DPO reference (pi_ref) for full fine-tuning."""
-    reference = copy.deepcopy(model).eval()
+    """A frozen copy of `model` in eval mode, the DPO reference (pi_ref) for full fine-tuning.
+
+    A model built under ZeRO-3's `zero.Init` (a `zero3.yaml` launch) is copied shard by shard
+    (`_copy_zero3_partitioned`), any other by `copy.deepcopy`.
+    """
+    if is_zero3_partitioned(model):
+        reference = _copy_zero3_partitioned(model).eval()
+    else:
+        reference = copy.deepcopy(model).eval()
     reference.__dict__.pop("forward", None)  # a TRL fused-head patch on the policy is the policy's own
     for param in reference.parameters():
         param.requires_grad_(False)
