@@ -575,6 +575,8 @@ def test_training_forward_runs_vision_tower_for_every_modality(model, config, to
         kwargs = dict(pixel_values=i_rows, image_grid_thw=i_grid)
     else:
         ids = torch.tensor([tokenizer("Only text here.")["input_ids"]])
+    # the reference computes what training computes: transformers' modules, not the fused CPU inference path
+    model.config.vision_config.fused_cpu_kernels = False
     with torch.no_grad():
         reference = model.eval()(input_ids=ids, **kwargs).logits
     synchronize_vision_calls(model)

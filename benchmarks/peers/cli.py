@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--video-llama-3-all-logits", action="store_true", help="keep VideoLLaMA3's all-position logits"
     )
     parser.add_argument(
+        "--fused-cpu-kernels",
+        choices=["on", "off"],
+        default="on",
+        help="Mavors' vision tower through oneDNN with fused epilogues in CPU inference (default on; "
+        "off = transformers' modules, the code before the switch existed)",
+    )
+    parser.add_argument(
         "--threads",
         default="auto",
         help="CPU threads for every model: a number, or auto (the faster of 1 and all)",
@@ -124,9 +131,11 @@ def _run(args: argparse.Namespace, device: torch.device, thread_timings: dict | 
     torch.manual_seed(0)
     logger.info("Building the three models")
     models = build_models(setup)
+    models["mavors"].config.vision_config.fused_cpu_kernels = args.fused_cpu_kernels == "on"
     report: dict = {"device": device_name(device), "setup": asdict(setup)}
     report["setup"]["torch"], report["setup"]["threads"] = torch.__version__, torch.get_num_threads()
     report["setup"]["thread_probe_s"] = thread_timings
+    report["setup"]["fused_cpu_kernels"] = args.fused_cpu_kernels == "on"
 
     if "peers" in args.sections:
         report.update(run_peers(setup, models, build_bare_llm(models["mavors"]), device))

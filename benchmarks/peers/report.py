@@ -41,6 +41,13 @@ def print_report(report: dict) -> None:
             f"(best of {util['rounds']} rounds each; median per-round fraction "
             f"{100 * util.get('median_round_fraction', float('nan')):.1f}%)"
         )
+        if util.get("onednn_best_gflops"):
+            print(
+                f"Against the best GEMM of torch.mm and oneDNN ({util['best_gemm_gflops']:.1f} GFLOP/s; oneDNN "
+                f"best {util['onednn_best_gflops']:.1f}): {100 * util['fraction_of_best_gemm']:.1f}% (median "
+                f"per-round fraction {100 * util['median_round_fraction_of_best_gemm']:.1f}%; fused CPU kernels "
+                f"{'on' if util['fused_cpu_kernels'] else 'off'})"
+            )
     if memory := report.get("memory"):
         print("\n| chunks | micro-batch | tokens | peak MB | IVE phase MB | kept MB | IVE beyond kept MB |")
         print("|---|---|---|---|---|---|---|")

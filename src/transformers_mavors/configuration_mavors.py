@@ -99,6 +99,11 @@ class MavorsVisionConfig(PreTrainedConfig):
             chunk's position id is kept). `None` (default) switches compression off; above 1 nothing merges. With
             compression on, a video yields fewer tokens than the processor's default placeholder count: build the
             prompt with the counts the model reports (see `docs/usage.md`, "Token compression").
+        fused_cpu_kernels (`bool`, *optional*, defaults to `True`):
+            In CPU inference (no gradient recorded), run the vision tower's GEMMs through oneDNN with the bias,
+            GELU and residual adds fused into them (`transformers_mavors.cpu_kernels`). Results agree with the
+            unfused modules to fp32 rounding; training, other devices and adapted or quantized layers always take
+            the unfused modules. `False` runs transformers' modules everywhere.
     """
 
     model_type = "mavors_vision"
@@ -124,6 +129,7 @@ class MavorsVisionConfig(PreTrainedConfig):
     vision_chunk_batch_size: int = 16
     initializer_range: float = 0.02
     token_compression_threshold: float | int | None = None
+    fused_cpu_kernels: bool = True
 
     def __post_init__(self, **kwargs):
         # Configs saved before 0.2 hold `sync_vision_calls`; rank synchronisation is now the training hooks' job

@@ -50,6 +50,14 @@ from .configuration_mavors import (
     check_token_compression_threshold,
     num_visual_tokens,
 )
+from .cpu_kernels import (
+    fusable_siglip_layer,
+    fused_linear,
+    fused_path_applies,
+    fused_siglip_layer,
+    patch_gemm,
+    unhooked,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -124,7 +132,7 @@ class MavorsVisionEmbeddings(nn.Module):
         kernel, scale = self.patch_kernel(num_frames)
         rows = pixel_rows.reshape(-1, pixel_rows.shape[-1]).to(kernel.dtype)
         # eq. 1: F_i = Conv(C_i) / F as one GEMM on the pre-cut patches, bias + (1/F) rows @ W^T: (chunks*n_V, d)
-        embeddings = torch.addmm(self.patch_embedding.bias, rows, kernel.t(), alpha=scale)
+        embeddings = patch_gemm(rows, kernel, self.patch_embedding.bias, scale, self.config.fused_cpu_kernels)
         if position_embeddings is None:
             position_embeddings = self.position_embeddings(height, width)
         # eq. 7, added in place: (chunks, n_V, d)
@@ -186,9 +194,10 @@ class MavorsAggregatorAttention(nn.Module):
         batch, seq, _ = hidden_states.shape
         shape = (batch, seq, self.num_heads, self.head_dim)
         # eq. 3: Q, K, V = Linear(chi) -> (batch, heads, seq, head_dim)
-        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        fused = self.config.fused_cpu_kernels  # oneDNN GEMMs in CPU inference (cpu_kernels.py)
+        query = fused_linear(self.q_proj, hidden_states, fused).view(shape).transpose(1, 2)
+        key = fused_linear(self.k_proj, hidden_states, fused).view(shape).transpose(1, 2)
+        value = fused_linear(self.v_proj, hidden_states, fused).view(shape).transpose(1, 2)
         # eq. 4: q_l R_{pos(l) - pos(l')} k_l'^T, pos = chunk position id of the token
         query = rotate(query, cos, sin)  # one at a time, so only one unrotated copy is alive at once
         key = rotate(key, cos, sin)
@@ -218,19 +227,25 @@ class MavorsAggregatorAttention(nn.Module):
             attn_output, _ = attention_interface(
                 self, query, key, value, attention_mask, is_causal=True, scaling=self.scaling, dropout=dropout
             )
-        return self.o_proj(attn_output.reshape(batch, seq, -1))
+        return fused_linear(self.o_proj, attn_output.reshape(batch, seq, -1), fused)
 
 
 class MavorsAggregatorMLP(nn.Module):
     def __init__(self, config: MavorsVisionConfig):
         super().__init__()
+        self.config = config
         self.fc1 = nn.Linear(config.hidden_size, config.ifa_intermediate_size)
         self.act = ACT2FN[config.hidden_act]
         self.fc2 = nn.Linear(config.ifa_intermediate_size, config.hidden_size)
         self.fc2.zero_init = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(hidden_states)))
+        fused = self.config.fused_cpu_kernels
+        if not fused_path_applies(hidden_states, fused):
+            return self.fc2(self.act(self.fc1(hidden_states)))
+        # CPU inference: GELU fused into the fc1 GEMM (cpu_kernels.py)
+        inner = fused_linear(self.fc1, hidden_states, fused, activation=self.config.hidden_act)
+        return fused_linear(self.fc2, inner, fused)
 
 
 class MavorsAggregatorLayer(GradientCheckpointingLayer):
@@ -503,6 +518,23 @@ class MavorsVisionModel(MavorsPreTrainedModel):
         s = self.config.spatial_merge_size
         return hidden.unflatten(1, (height // s, s, width // s, s)).mean(dim=(2, 4)).flatten(1, 2)
 
+    def vit(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The SigLIP layers on embedded patches of one grid, `(b, n_V, d) -> (b, n_V, d)`, no mask.
+
+        In CPU inference with `fused_cpu_kernels`, each layer runs as `cpu_kernels.fused_siglip_layer` (the same
+        computation, GEMM epilogues fused); otherwise transformers' `SiglipEncoder` runs it.
+        """
+        layers = self.encoder.layers
+        if (
+            fused_path_applies(hidden, self.config.fused_cpu_kernels)
+            and unhooked(self.encoder)
+            and all(fusable_siglip_layer(layer) for layer in layers)
+        ):
+            for layer in layers:
+                hidden = fused_siglip_layer(layer, hidden)
+            return hidden
+        return self.encoder(inputs_embeds=hidden).last_hidden_state
+
     def encode_chunks(
         self, pixel_rows: torch.Tensor, height: int, width: int, blank_micro_batches: int = 0
     ) -> torch.Tensor:
@@ -521,11 +553,11 @@ class MavorsVisionModel(MavorsPreTrainedModel):
         pooled = []
         for batch in pixel_rows.split(self.config.vision_chunk_batch_size):
             hidden = self.embeddings(batch, height, width, positions)  # eq. 1 + eq. 7: (b, n_V, d)
-            hidden = self.encoder(inputs_embeds=hidden).last_hidden_state  # ViT: (b, n_V, d)
+            hidden = self.vit(hidden)  # ViT: (b, n_V, d)
             pooled.append(self.pool(self.post_layernorm(hidden), height, width))  # (b, n_V / 4, d)
         for _ in range(blank_micro_batches):
             hidden = self.embeddings(pixel_rows.new_zeros(1, *pixel_rows.shape[1:]), height, width, positions)
-            hidden = self.encoder(inputs_embeds=hidden).last_hidden_state
+            hidden = self.vit(hidden)
             pooled.append(self.pool(self.post_layernorm(hidden), height, width))
         if blank_micro_batches:
             return torch.cat(pooled)[: pixel_rows.shape[0]]
