@@ -54,12 +54,13 @@ GROUPS = {  # profiler op name -> group; anything else is "other"
 }
 
 
-def build_tower(width: int, height: int, chunks: int):
+def build_tower(width: int, height: int, chunks: int, tiny: bool = False):
     setup = Setup(
+        tiny=tiny,
         device="cpu",
         dtype="float32",
-        llm="0.5b",
-        depth_divisor=8,
+        llm="tiny" if tiny else "0.5b",  # only the vision tower is used
+        depth_divisor=1 if tiny else 8,
         width=width,
         height=height,
         frames=[chunks * FRAMES_PER_CHUNK],
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="4 chunks of 224x140")
+    parser.add_argument("--tiny", action="store_true", help="tiny widths, 2 chunks of 56x28 (for tests)")
     parser.add_argument(
         "--rounds", type=int, default=5, help="interleaved timed rounds (default 5, at least 3)"
     )
@@ -280,8 +282,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--rounds must be >= 3 (medians of at least 3 rounds), got {args.rounds}")
     if not cpu_kernels.onednn_available():
         parser.error("this torch build has no oneDNN: the fused CPU kernels cannot run")
-    width, height, chunks = (224, 140, 4) if args.quick else (448, 252, 16)
-    vision, pixels, grid = build_tower(width, height, chunks)
+    width, height, chunks = (56, 28, 2) if args.tiny else (224, 140, 4) if args.quick else (448, 252, 16)
+    vision, pixels, grid = build_tower(width, height, chunks, tiny=args.tiny)
     report = {
         "device": "cpu",
         "size": f"{chunks} chunks of {width}x{height}",

@@ -210,3 +210,25 @@ def test_peers_tiny_run_writes_the_json_schema(peers, tmp_path, monkeypatch, fus
         assert rows[3]["ive_peak_mb"] > 2 * rows[2]["ive_peak_mb"]
     if "--plot" in argv:
         assert plot_path.stat().st_size > 0 and memory_plot_path.stat().st_size > 0
+
+
+def test_vision_kernels_tiny_run_reports_profile_and_levers(tmp_path):
+    """`benchmarks/vision_kernels.py --tiny`: the profile groups add up, every lever ran and kept the numbers."""
+    sys.path.insert(0, str(ENTRY_POINT.parent))
+    try:
+        module = runpy.run_path(str(ENTRY_POINT.parent / "vision_kernels.py"))
+    finally:
+        sys.path.remove(str(ENTRY_POINT.parent))
+    report = module["main"](["--tiny", "--rounds", "3", "--json", str(tmp_path / "vk.json")])
+    assert json.loads((tmp_path / "vk.json").read_text())["levers"]["rounds"] == 3
+    for name in ("vit_micro_batch_unfused", "vit_micro_batch_fused", "ifa_unfused", "ifa_fused"):
+        part = report["profile"][name]
+        assert part["total_s"] > 0 and sum(part["share"].values()) == pytest.approx(1.0)
+    assert "bias copies" in report["profile"]["vit_micro_batch_unfused"]["share"]  # nn.Linear's bias copy
+    levers = {row["lever"]: row for row in report["levers"]["levers"]}
+    assert levers["transformers modules (baseline)"]["speedup"] == 1.0
+    scale = report["levers"]["output_max_abs"]
+    assert scale > 0.1
+    for name in ("oneDNN GEMMs, epilogues unfused", "oneDNN GEMMs + fused bias/GELU/residual (shipped)"):
+        assert levers[name]["max_abs_diff_vs_baseline"] <= 1e-5 * max(1.0, scale)
+        assert len(levers[name]["round_s"]) == 3 and levers[name]["speedup"] > 0

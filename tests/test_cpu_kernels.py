@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import image_inputs, randomize_, video_inputs
+from conftest import image_inputs, prompt_ids, randomize_, tokens_for, video_inputs
 from torch.profiler import profile
 
 from transformers_mavors import MavorsVisionConfig, MavorsVisionModel, cpu_kernels
@@ -125,3 +125,24 @@ def test_switch_is_saved_and_old_configs_default_to_on(tmp_path):
     saved = config.to_dict()
     del saved["fused_cpu_kernels"]  # a checkpoint written before the switch existed
     assert MavorsVisionConfig(**{k: v for k, v in saved.items() if k != "model_type"}).fused_cpu_kernels
+
+
+def test_generate_gives_the_same_answer_with_and_without_the_fused_path(model, config, tokenizer):
+    """`generate` on a video: the same greedy tokens, and every step's scores within 1e-4, switch on or off."""
+    rows, grid = video_inputs(3, 4, 6)
+    ids = prompt_ids(config, tokenizer, "What moves?", config.video_token_id, tokens_for(grid), "Answer:")
+    runs = {}
+    for fused in (False, True):
+        model.config.vision_config.fused_cpu_kernels = fused
+        runs[fused] = model.generate(
+            input_ids=torch.tensor([ids]),
+            pixel_values_videos=rows,
+            video_grid_thw=grid,
+            max_new_tokens=8,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    assert torch.equal(runs[True].sequences, runs[False].sequences)
+    for fused_step, unfused_step in zip(runs[True].scores, runs[False].scores, strict=True):
+        torch.testing.assert_close(fused_step, unfused_step, rtol=1e-4, atol=1e-4)
