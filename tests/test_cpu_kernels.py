@@ -146,3 +146,18 @@ def test_generate_gives_the_same_answer_with_and_without_the_fused_path(model, c
     assert torch.equal(runs[True].sequences, runs[False].sequences)
     for fused_step, unfused_step in zip(runs[True].scores, runs[False].scores, strict=True):
         torch.testing.assert_close(fused_step, unfused_step, rtol=1e-4, atol=1e-4)
+
+
+def test_a_global_module_hook_keeps_every_module_call():
+    """`register_module_forward_hook` (used by profilers and tracers) sees the SigLIP layers run as modules."""
+    model = tower()
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: seen.append(type(module).__name__)
+    )
+    try:
+        with torch.no_grad():
+            encode(model, True, mixed_inputs()[0])
+    finally:
+        handle.remove()
+    assert seen.count("SiglipEncoderLayer") == 4  # 2 layers x 2 micro-batches

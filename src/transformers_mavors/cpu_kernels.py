@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import ACT2FN
 from transformers.models.siglip.modeling_siglip import SiglipAttention, SiglipEncoderLayer, SiglipMLP
 
 # transformers' activation name -> (oneDNN post-op, its algorithm); other activations run after the GEMM
@@ -69,7 +70,16 @@ def fused_path_applies(hidden: torch.Tensor, enabled: bool) -> bool:
         and hidden.device.type == "cpu"
         and hidden.dtype in _DTYPES
         and onednn_available()
-        and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+        and not _global_hooks()
+    )
+
+
+def _global_hooks() -> bool:
+    """Whether `nn.modules.module.register_module_forward_hook` (or its pre-hook) is in force anywhere."""
+    registry = nn.modules.module
+    return bool(
+        getattr(registry, "_global_forward_hooks", None)
+        or getattr(registry, "_global_forward_pre_hooks", None)
     )
 
 
@@ -103,9 +113,7 @@ def fused_linear(
     return out if residual is None else residual + out
 
 
-def _activation(name: str):
-    from transformers.activations import ACT2FN
-
+def _activation(name: str) -> nn.Module:
     return ACT2FN[name]
 
 
