@@ -161,3 +161,17 @@ def test_a_global_module_hook_keeps_every_module_call():
     finally:
         handle.remove()
     assert seen.count("SiglipEncoderLayer") == 4  # 2 layers x 2 micro-batches
+
+
+def test_trainers_run_unfused_so_no_grad_reference_equals_the_training_forward():
+    """Inside `unfused_cpu_kernels()` (the trainers' `train()`), a no-grad forward equals the grad forward."""
+    model = tower()
+    inputs = mixed_inputs()[0]
+    training = encode(model, True, inputs)
+    with cpu_kernels.unfused_cpu_kernels(), torch.no_grad():
+        reference = encode(model, True, inputs)
+        ops = ran_ops(model, inputs)
+    assert torch.equal(reference, training)
+    assert "mkldnn::_linear_pointwise" not in ops
+    with torch.no_grad():
+        assert not torch.equal(encode(model, True, inputs), training)  # outside it, the fused path runs

@@ -14,6 +14,9 @@ unchanged. Results agree with the unfused path to fp32 rounding (1e-5 in the tes
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +26,25 @@ from transformers.models.siglip.modeling_siglip import SiglipAttention, SiglipEn
 # transformers' activation name -> (oneDNN post-op, its algorithm); other activations run after the GEMM
 _FUSED_ACTIVATIONS = {"gelu_pytorch_tanh": ("gelu", "tanh"), "gelu": ("gelu", "none")}
 _DTYPES = (torch.float32, torch.bfloat16)
+
+
+# set by `unfused_cpu_kernels()`: the trainers run all of `train()` unfused (see there)
+_UNFUSED = contextvars.ContextVar("transformers_mavors_unfused_cpu_kernels", default=False)
+
+
+@contextlib.contextmanager
+def unfused_cpu_kernels():
+    """Run transformers' modules inside the block even where the fused path would apply.
+
+    The Mavors trainers wrap `train()` in it: a DPO reference model, or an evaluation during training, runs
+    without autograd yet must compute exactly what the policy's training forward computes (at step 0 DPO's
+    rewards are then exactly zero).
+    """
+    token = _UNFUSED.set(True)
+    try:
+        yield
+    finally:
+        _UNFUSED.reset(token)
 
 
 def onednn_available() -> bool:
@@ -67,6 +89,7 @@ def fused_path_applies(hidden: torch.Tensor, enabled: bool) -> bool:
     return (
         enabled
         and not torch.is_grad_enabled()
+        and not _UNFUSED.get()
         and hidden.device.type == "cpu"
         and hidden.dtype in _DTYPES
         and onednn_available()

@@ -22,6 +22,7 @@ from transformers import Trainer
 from transformers.optimization import get_scheduler
 from transformers.utils import logging
 
+from ..cpu_kernels import unfused_cpu_kernels
 from .distributed import DistributedReportCallback, check_launch
 from .rank_sync import synchronize_vision_calls
 from .stages import (
@@ -95,6 +96,12 @@ class MavorsTrainingMixin:
         for model in (self.model, getattr(self, "ref_model", None)):
             if isinstance(model, torch.nn.Module):
                 synchronize_vision_calls(model)
+
+    def train(self, *args, **kwargs):
+        # no-grad forwards during training (the DPO reference, evaluation) compute what the training forward
+        # computes: the fused CPU inference kernels stay off for the whole run (cpu_kernels.py)
+        with unfused_cpu_kernels():
+            return super().train(*args, **kwargs)
 
     def _set_signature_columns_if_needed(self):
         # Our collators read raw columns (messages with media paths) that the model's forward does not name;
